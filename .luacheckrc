@@ -1,0 +1,8 @@
+std = "max"
+max_line_length = 120
+include_files = { "lua", "bin", "spec", "examples", "bench", "*.rockspec" }
+files["spec"] = { std = "+busted" }
+files["bin"] = { globals = {} }
+-- ngx is provided by OpenResty in the modules that run under nginx.
+files["lua/endaoment/partner/transport/ngx.lua"] = { read_globals = { "ngx" } }
+files["examples/openresty"] = { read_globals = { "ngx" } }

@@ -1,0 +1,71 @@
+# endaoment-partner: build, test and demo entry points.
+# `make check` and `make demo` install missing Debian packages first (as root).
+
+LUA        ?= lua5.4
+# Per-interpreter build tree so 5.4 and LuaJIT builds can sit side by side.
+BUILD      ?= build/$(LUA)
+PKG_CONFIG ?= pkg-config
+
+ifeq ($(LUA),luajit)
+LUA_PC ?= luajit
+else
+LUA_PC ?= $(LUA)
+endif
+
+LUA_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null)
+CURL_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null)
+CURL_LIBS   ?= $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
+UUID_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags uuid 2>/dev/null)
+UUID_LIBS   ?= $(shell $(PKG_CONFIG) --libs uuid 2>/dev/null || echo -luuid)
+
+CC      ?= cc
+WARN    ?= -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS  ?= -O2 -g
+XCFLAGS  = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(WARN)
+LIBFLAG ?= -shared
+
+CORE_SRC = $(sort $(wildcard csrc/core*.c)) csrc/strbuf.c
+CURL_SRC = $(sort $(wildcard csrc/curl*.c)) csrc/strbuf.c
+HDRS     = $(wildcard csrc/*.h)
+
+CORE_SO = $(BUILD)/endaoment/partner/core.so
+CURL_SO = $(BUILD)/endaoment/partner/curl.so
+
+BUSTED ?= /usr/bin/busted
+
+.PHONY: all build deps check test lint demo clean memcheck bench sandbox
+
+all: build
+
+build: $(if $(wildcard csrc/core*.c),$(CORE_SO)) $(if $(wildcard csrc/curl*.c),$(CURL_SO))
+
+$(CORE_SO): $(CORE_SRC) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(XCFLAGS) $(CFLAGS) $(LUA_CFLAGS) $(UUID_CFLAGS) $(LIBFLAG) -o $@ $(CORE_SRC) $(UUID_LIBS) $(LDFLAGS)
+
+$(CURL_SO): $(CURL_SRC) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(XCFLAGS) $(CFLAGS) $(LUA_CFLAGS) $(CURL_CFLAGS) $(LIBFLAG) -o $@ $(CURL_SRC) $(CURL_LIBS) $(LDFLAGS)
+
+deps:
+	@sh scripts/deps.sh base
+
+lint: deps
+	luacheck --quiet lua bin spec examples
+
+# Every suite, then one line "N passed, N failed" summed over them.
+check: deps
+	@$(MAKE) --no-print-directory build
+	@LUA=$(LUA) BUILD=$(BUILD) BUSTED=$(BUSTED) sh scripts/check.sh
+
+test: check
+
+sandbox: deps
+	$(LUA) bin/endaoment-sandbox --port 8787
+
+demo: deps
+	@$(MAKE) --no-print-directory build
+	@sh scripts/demo.sh
+
+clean:
+	rm -rf build
