@@ -5,7 +5,7 @@ set -u
 LUA=${LUA:-lua5.4}
 BUILD=${BUILD:-build/$LUA}
 BUSTED=${BUSTED:-/usr/bin/busted}
-export LUA_PATH="./lua/?.lua;./lua/?/init.lua;;"
+export LUA_PATH="./lua/?.lua;./lua/?/init.lua;./?.lua;;"
 export LUA_CPATH="./$BUILD/?.so;;"
 
 passed=0

@@ -1,0 +1,54 @@
+-- Starts bin/endaoment-sandbox as a child process on a free loopback port
+-- and stops it. Specs call stop() in a `finally` or teardown so no server
+-- outlives its test.
+local socket = require "socket"
+
+local M = {}
+
+M.LUA = os.getenv("SANDBOX_LUA") or "lua5.4"
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+M.shell_quote = shell_quote
+
+-- start({ "--latency-ms", "200" }) -> server { url, port, pid, stop(), kill(sig) }
+function M.start(args)
+  local parts = { M.LUA, "bin/endaoment-sandbox", "--port", "0" }
+  for _, a in ipairs(args or {}) do parts[#parts + 1] = shell_quote(a) end
+  local errlog = os.tmpname()
+  local cmd = "echo $$; exec " .. table.concat(parts, " ") .. " 2>" .. errlog
+  local t0 = socket.gettime()
+  -- io.popen's own shell execs the server, so $$ is the server's pid and
+  -- no intermediate shell reports its death.
+  local pipe = assert(io.popen(cmd, "r"))
+  local pid = pipe:read("l")
+  local url = pipe:read("l")
+  if not url then
+    pipe:close()
+    local f = io.open(errlog); local err = f and f:read("a") or ""; if f then f:close() end
+    os.remove(errlog)
+    return nil, "sandbox did not start: " .. err
+  end
+  local srv = {
+    url = url, pid = tonumber(pid), pipe = pipe, errlog = errlog,
+    port = tonumber(url:match(":(%d+)$")), started_in = socket.gettime() - t0,
+  }
+  function srv.kill(sig)
+    os.execute("kill -" .. (sig or "TERM") .. " " .. srv.pid .. " 2>/dev/null")
+  end
+  function srv.stop(sig)
+    if srv.stopped then return end
+    srv.stopped = true
+    srv.kill(sig or "TERM")
+    srv.pipe:close()
+    os.remove(srv.errlog)
+  end
+  function srv.stderr()
+    local f = io.open(srv.errlog); if not f then return "" end
+    local s = f:read("a"); f:close(); return s
+  end
+  return srv
+end
+
+return M
