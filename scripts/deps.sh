@@ -5,7 +5,7 @@
 # Usage: scripts/deps.sh [base|luajit|nginx|bench|all]...
 set -eu
 
-want_base="lua5.4 liblua5.4-dev lua-cjson lua-socket lua-busted lua-check
+want_base="lua5.4 liblua5.4-dev lua5.1 lua-cjson lua-socket lua-busted lua-check
   libcurl4-openssl-dev uuid-dev pkg-config gcc make curl ca-certificates"
 want_luajit="luajit libluajit2-5.1-dev"
 want_nginx="nginx-core libnginx-mod-http-lua openssl"

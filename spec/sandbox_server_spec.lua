@@ -255,17 +255,19 @@ describe("endaoment-sandbox options", function()
       return http.request(url, "POST", "/v1/auth/partner/users", api_headers(), user_json(id))
     end
 
-    it("keeps users across a restart (SIGTERM)", function()
-      local srv = assert(server.start({ "--state", path }))
-      local r1 = provision(srv.url, "state-user-000000001")
-      assert.equal(201, r1.status)
-      srv.stop("TERM")
-      srv = assert(server.start({ "--state", path }))
-      finally(srv.stop)
-      local r2 = provision(srv.url, "state-user-000000001")
-      assert.equal(200, r2.status)
-      assert.equal(cjson.decode(r1.body).id, cjson.decode(r2.body).id)
-    end)
+    for _, sig in ipairs({ "TERM", "INT" }) do
+      it("keeps users across a restart (SIG" .. sig .. ")", function()
+        local srv = assert(server.start({ "--state", path }))
+        local r1 = provision(srv.url, "state-user-000000001")
+        assert.equal(201, r1.status)
+        srv.stop(sig)
+        srv = assert(server.start({ "--state", path }))
+        finally(srv.stop)
+        local r2 = provision(srv.url, "state-user-000000001")
+        assert.equal(200, r2.status)
+        assert.equal(cjson.decode(r1.body).id, cjson.decode(r2.body).id)
+      end)
+    end
 
     it("never leaves a corrupt file when killed mid-write", function()
       for round = 1, 3 do
