@@ -28,7 +28,10 @@ CORE_SRC = $(sort $(wildcard csrc/core*.c)) csrc/strbuf.c
 CURL_SRC = $(sort $(wildcard csrc/curl*.c)) csrc/strbuf.c
 HDRS     = $(wildcard csrc/*.h)
 
+FS_SRC   = csrc/fs.c
+
 CORE_SO = $(BUILD)/endaoment/partner/core.so
+FS_SO   = $(BUILD)/endaoment/partner/fs.so
 CURL_SO = $(BUILD)/endaoment/partner/curl.so
 
 BUSTED ?= /usr/bin/busted
@@ -37,11 +40,15 @@ BUSTED ?= /usr/bin/busted
 
 all: build
 
-build: $(if $(wildcard csrc/core*.c),$(CORE_SO)) $(if $(wildcard csrc/curl*.c),$(CURL_SO))
+build: $(CORE_SO) $(FS_SO) $(if $(wildcard csrc/curl*.c),$(CURL_SO))
 
 $(CORE_SO): $(CORE_SRC) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(XCFLAGS) $(CFLAGS) $(LUA_CFLAGS) $(UUID_CFLAGS) $(LIBFLAG) -o $@ $(CORE_SRC) $(UUID_LIBS) $(LDFLAGS)
+
+$(FS_SO): $(FS_SRC) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(XCFLAGS) $(CFLAGS) $(LUA_CFLAGS) $(LIBFLAG) -o $@ $(FS_SRC) $(LDFLAGS)
 
 $(CURL_SO): $(CURL_SRC) $(HDRS)
 	@mkdir -p $(dir $@)

@@ -7,7 +7,7 @@ set -eu
 
 want_base="lua5.4 liblua5.4-dev lua5.1 lua-cjson lua-socket lua-busted lua-check
   libcurl4-openssl-dev uuid-dev pkg-config gcc make curl ca-certificates"
-want_luajit="luajit libluajit2-5.1-dev"
+want_luajit="luajit2 libluajit2-5.1-dev"
 want_nginx="nginx-core libnginx-mod-http-lua openssl"
 want_bench="wrk valgrind"
 

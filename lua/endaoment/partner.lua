@@ -1,0 +1,490 @@
+-- endaoment.partner: client for Endaoment's tech-platform partner API.
+--
+-- The C core (endaoment.partner.core) validates and encodes request bodies
+-- and makes error objects; a transport (libcurl by default, nginx cosockets
+-- or your own) moves bytes; this module holds the public API, the retry
+-- policy and response decoding. Bad options to new() raise; bad data and
+-- every runtime failure return nil, err, meta.
+local core = require "endaoment.partner.core"
+local cjson = require "cjson.safe"
+local retry = require "endaoment.partner.retry"
+
+local M = {}
+
+-- Present only inside OpenResty; read through _G so plain Lua needs no global.
+local ngx = rawget(_G, "ngx")
+
+M.VERSION = core.version
+M.null = core.null
+M.array_mt = core.array_mt
+M.Error = core.Error
+
+-- No default: production must be named, never reached by accident.
+M.ENVIRONMENTS = {
+  production = "https://api.endaoment.org",
+  staging = "https://api.staging.endaoment.org",
+  dev = "https://api.dev.endaoment.org",
+}
+
+M.uuid4 = core.uuid4
+M.is_uuid = core.is_uuid
+M.partner_identifier = core.partner_identifier
+M.dollars_to_micro = core.dollars_to_micro
+M.micro_to_dollars = core.micro_to_dollars
+
+-- The journey's operations: method, path, and how the call authenticates.
+-- auth: "key" (x-api-key), "key_or_bearer", "bearer", "none".
+local OPS = {
+  provision_user = { "POST", "/v1/auth/partner/users", auth = "key" },
+  create_fund = { "POST", "/v1/funds/partner", auth = "key_or_bearer", acting_user = true },
+  record_cash_donation = { "POST", "/v1/donation-pledges/partner/cash-settled", auth = "key", acting_user = true },
+  record_stock_donation = { "POST", "/v1/donation-pledges/partner/stock-settled", auth = "key", acting_user = true },
+  submit_grant = { "POST", "/v1/transfers/partner/grant-submissions", auth = "key" },
+  report_missing_org = { "POST", "/v1/missing-org-reports/tech-platform", auth = "key" },
+  create_async_grant = { "POST", "/v1/transfers/async-grants", auth = "bearer" },
+}
+M.OPERATIONS = OPS
+
+local function new_error(kind, message, extra)
+  return core.error(kind, message, extra)
+end
+
+function M.validate(op, body, opts)
+  if not OPS[op] then
+    return nil, new_error("invalid", "unknown operation " .. tostring(op), { field = "operation" })
+  end
+  return core.validate(op, body, opts)
+end
+
+---------------------------------------------------------------------------
+-- options
+---------------------------------------------------------------------------
+
+local OPTION_TYPES = {
+  api_key = "string", environment = "string", base_url = "string", bearer_token = "string",
+  timeout_ms = "number", connect_timeout_ms = "number", max_retries = "number",
+  retry_base_ms = "number", retry_cap_ms = "number", retry_after_cap_ms = "number",
+  max_response_bytes = "number", strict = "boolean", ca_file = "string",
+  transport = "any", user_agent = "string", random = "function", on_retry = "function",
+}
+
+local function is_loopback_http(url)
+  local host = url:match("^http://%[([^%]]+)%]") or url:match("^http://([^/:?#]+)")
+  if not host then return false end
+  host = host:lower()
+  return host == "localhost" or host == "::1" or host:match("^127%.%d+%.%d+%.%d+$") ~= nil
+end
+
+local function check_options(opts)
+  if type(opts) ~= "table" then
+    error("endaoment.partner.new: options must be a table", 3)
+  end
+  for k, v in pairs(opts) do
+    local want = OPTION_TYPES[k]
+    if not want then error("endaoment.partner.new: unknown option '" .. tostring(k) .. "'", 3) end
+    if want ~= "any" and type(v) ~= want then
+      error(string.format("endaoment.partner.new: option %s must be a %s", k, want), 3)
+    end
+  end
+  local function positive(name, allow_zero)
+    local v = opts[name]
+    if v ~= nil and (v ~= math.floor(v) or v < 0 or (v == 0 and not allow_zero)) then
+      error("endaoment.partner.new: option " .. name .. " must be a positive whole number", 3)
+    end
+  end
+  positive("timeout_ms"); positive("connect_timeout_ms"); positive("max_retries", true)
+  positive("retry_base_ms", true); positive("retry_cap_ms", true); positive("retry_after_cap_ms", true)
+  positive("max_response_bytes")
+  for _, name in ipairs({ "api_key", "bearer_token" }) do
+    local v = opts[name]
+    if v ~= nil then
+      local ok, msg = core.header_value_ok(v)
+      if not ok or v == "" then
+        error("endaoment.partner.new: option " .. name .. " is not a valid header value: " ..
+          (msg or "empty"), 3)
+      end
+    end
+  end
+  if not opts.api_key and not opts.bearer_token then
+    error("endaoment.partner.new: api_key is required (or bearer_token for OAuth-only use)", 3)
+  end
+  if opts.environment and opts.base_url then
+    error("endaoment.partner.new: give environment or base_url, not both", 3)
+  end
+  if opts.environment then
+    if not M.ENVIRONMENTS[opts.environment] then
+      error("endaoment.partner.new: environment must be one of production, staging, dev (got '" ..
+        opts.environment .. "')", 3)
+    end
+  elseif opts.base_url then
+    local u = opts.base_url
+    if not (u:match("^https://[^/]") or is_loopback_http(u)) then
+      error("endaoment.partner.new: base_url must be https:// (plain http only to a loopback " ..
+        "address such as the sandbox)", 3)
+    end
+  else
+    error("endaoment.partner.new: environment ('production', 'staging' or 'dev') or base_url is " ..
+      "required; there is no default, so that nothing reaches production by accident", 3)
+  end
+end
+
+---------------------------------------------------------------------------
+-- client
+---------------------------------------------------------------------------
+
+local Client = {}
+Client.__index = Client
+
+local function redact(key)
+  if not key then return "none" end
+  return "..." .. key:sub(-4)
+end
+
+Client.__tostring = function(self)
+  return string.format("endaoment.partner client (%s, api key %s)", self.base_url, redact(self.api_key))
+end
+
+local function lua_version()
+  if type(jit) == "table" and jit.version then return jit.version end
+  return _VERSION
+end
+
+local function pick_transport(cfg, choice)
+  if type(choice) == "table" then
+    if type(choice.request) ~= "function" then
+      error("endaoment.partner.new: transport must have a request(req) method", 3)
+    end
+    return choice
+  end
+  if choice ~= nil and choice ~= "auto" and choice ~= "curl" and choice ~= "ngx" then
+    error("endaoment.partner.new: transport must be 'auto', 'curl', 'ngx' or a table", 3)
+  end
+  if choice == "ngx" or ((choice == nil or choice == "auto") and type(ngx) == "table" and ngx.get_phase) then
+    local tngx = require "endaoment.partner.transport.ngx"
+    return tngx.new(cfg)
+  end
+  local tcurl = require "endaoment.partner.transport.curl"
+  local t, err = tcurl.new(cfg)
+  if not t then
+    error("endaoment.partner.new: the libcurl transport cannot load (" .. tostring(err) ..
+      "); build it with `make`, or pass transport = <your transport>", 3)
+  end
+  return t
+end
+
+function M.new(opts)
+  check_options(opts)
+  local self = setmetatable({}, Client)
+  self.api_key = opts.api_key
+  self.bearer_token = opts.bearer_token
+  self.environment = opts.environment
+  self.base_url = (opts.base_url or M.ENVIRONMENTS[opts.environment]):gsub("/+$", "")
+  self.timeout_ms = opts.timeout_ms or 30000
+  self.connect_timeout_ms = opts.connect_timeout_ms or 10000
+  self.strict = opts.strict == true
+  self.random = opts.random
+  self.on_retry = opts.on_retry
+  self.retry = {
+    max_retries = opts.max_retries or retry.DEFAULTS.max_retries,
+    retry_base_ms = opts.retry_base_ms or retry.DEFAULTS.retry_base_ms,
+    retry_cap_ms = opts.retry_cap_ms or retry.DEFAULTS.retry_cap_ms,
+    retry_after_cap_ms = opts.retry_after_cap_ms or retry.DEFAULTS.retry_after_cap_ms,
+  }
+  local cfg = {
+    ca_file = opts.ca_file,
+    max_response_bytes = opts.max_response_bytes or 8 * 1024 * 1024,
+    timeout_ms = self.timeout_ms, connect_timeout_ms = self.connect_timeout_ms,
+  }
+  self.transport = pick_transport(cfg, opts.transport)
+  local tv = self.transport.version or (self.transport.name or "custom")
+  cfg.user_agent = opts.user_agent or string.format("endaoment-partner-lua/%s (%s; %s)", M.VERSION, lua_version(), tv)
+  self.user_agent = cfg.user_agent
+  if self.transport.set_user_agent then self.transport:set_user_agent(cfg.user_agent) end
+  return self
+end
+
+function Client:close()
+  if self.transport and self.transport.close then self.transport:close() end
+end
+Client.__close = Client.close
+
+---------------------------------------------------------------------------
+-- request execution
+---------------------------------------------------------------------------
+
+local MAX_ERROR_BODY = 2048
+
+local wall_ms
+do
+  local ok, socket = pcall(require, "socket")
+  if ok and socket.gettime then
+    wall_ms = function() return socket.gettime() * 1000 end
+  elseif type(ngx) == "table" and ngx.now then
+    wall_ms = function() return ngx.now() * 1000 end
+  else
+    wall_ms = function() return os.time() * 1000 end
+  end
+end
+
+local function first_field(messages)
+  local m = type(messages) == "table" and messages[1] or messages
+  if type(m) ~= "string" then return nil end
+  local f = m:match("^([%w_]+[%w_%.%[%]]*) ")
+  -- class-validator writes nested paths as a.0.b: present them as a[1].b
+  if f then
+    f = f:gsub("%.(%d+)", function(i) return "[" .. (tonumber(i) + 1) .. "]" end)
+  end
+  return f
+end
+
+local function http_error(res, decoded)
+  local messages, text
+  if type(decoded) == "table" then
+    if type(decoded.message) == "table" then
+      messages = decoded.message
+      local parts = {}
+      for i, m in ipairs(messages) do parts[i] = tostring(m) end
+      text = table.concat(parts, "; ")
+    elseif type(decoded.message) == "string" then
+      messages = { decoded.message }
+      text = decoded.message
+    end
+  end
+  local reason = type(decoded) == "table" and type(decoded.error) == "string" and decoded.error or nil
+  local body = res.body or ""
+  if #body > MAX_ERROR_BODY then body = body:sub(1, MAX_ERROR_BODY) .. "...(truncated)" end
+  local message = string.format("HTTP %d%s%s", res.status, reason and (" " .. reason) or "",
+    text and (": " .. text) or "")
+  return new_error("http", message, {
+    status = res.status, messages = messages, field = messages and first_field(messages) or nil,
+    retryable = retry.RETRYABLE_STATUS[res.status] == true, body = body,
+    request_id = res.headers and res.headers["x-request-id"] or nil,
+  })
+end
+
+-- Sends req with the retry policy; returns result, err, meta.
+function Client:_send(req, meta)
+  local t0 = wall_ms()
+  local attempt = 0
+  local res, terr
+  while true do
+    attempt = attempt + 1
+    meta.attempts = attempt
+    res, terr = self.transport:request(req)
+    local wait = retry.decide(attempt, self.retry, res, terr, self.random)
+    if not wait then break end
+    if self.on_retry then
+      self.on_retry({ attempt = attempt, wait_ms = wait, status = res and res.status, err = terr })
+    end
+    if self.transport.sleep then self.transport:sleep(wait) end
+  end
+  meta.elapsed_ms = math.floor(wall_ms() - t0 + 0.5)
+  if not res then
+    local kind = terr and terr.kind or "network"
+    if kind == "too_large" then kind = "network" end
+    local e = new_error(kind, terr and terr.message or "transport failed", {
+      retryable = terr and terr.retryable or false, curl_code = terr and terr.curl_code,
+      too_large = terr and terr.kind == "too_large" or nil,
+    })
+    return nil, e, meta
+  end
+  meta.status = res.status
+  meta.headers = res.headers
+  meta.request_id = res.headers and res.headers["x-request-id"] or nil
+  local decoded, derr
+  local body = res.body or ""
+  if body:match("^%s*$") then
+    decoded = {}
+  else
+    decoded, derr = cjson.decode(body)
+  end
+  if res.status >= 200 and res.status < 300 then
+    if decoded == nil then
+      local snippet = #body > 200 and (body:sub(1, 200) .. "...") or body
+      return nil, new_error("decode", "the server answered HTTP " .. res.status ..
+        " with a body that is not JSON (" .. tostring(derr) .. ")", {
+          status = res.status, body = snippet, retryable = false, request_id = meta.request_id,
+        }), meta
+    end
+    return decoded, nil, meta
+  end
+  return nil, http_error(res, decoded), meta
+end
+
+function Client:_headers(auth, opts, has_body)
+  local h = { ["user-agent"] = self.user_agent, accept = "application/json" }
+  if has_body then h["content-type"] = "application/json" end
+  local bearer = opts.bearer_token or self.bearer_token
+  if auth == "key" then
+    if not self.api_key then return nil, "this call needs an api_key" end
+    h["x-api-key"] = self.api_key
+  elseif auth == "bearer" then
+    if not bearer then return nil, "this call needs a Bearer token: pass bearer_token to new() or in opts" end
+    h.authorization = "Bearer " .. bearer
+  elseif auth == "key_or_bearer" then
+    if opts.bearer_token or (not self.api_key and bearer) then
+      h.authorization = "Bearer " .. bearer
+    elseif self.api_key then
+      h["x-api-key"] = self.api_key
+    else
+      return nil, "this call needs an api_key or a Bearer token"
+    end
+  end
+  if opts.bearer_token then
+    local ok, msg = core.header_value_ok(opts.bearer_token)
+    if not ok then return nil, "opts.bearer_token is not a valid header value: " .. tostring(msg) end
+  end
+  return h
+end
+
+local CALL_OPTS = { user_id = "string", bearer_token = "string", idempotency_key = "string",
+  timeout_ms = "number", headers = "table" }
+
+local function check_call_opts(opts)
+  for k, v in pairs(opts) do
+    local want = CALL_OPTS[k]
+    if not want then
+      return new_error("invalid", "unknown call option '" .. tostring(k) .. "'", { field = "opts." .. tostring(k) })
+    end
+    if type(v) ~= want then
+      return new_error("invalid", "opts." .. k .. " must be a " .. want, { field = "opts." .. k })
+    end
+  end
+  if opts.user_id and not core.is_uuid(opts.user_id) then
+    return new_error("invalid", "opts.user_id must be the user's Endaoment UUID (the id returned by " ..
+      "provision_user)", { field = "opts.user_id" })
+  end
+  if opts.headers then
+    for k, v in pairs(opts.headers) do
+      local ok, msg = core.header_value_ok(v)
+      if type(k) ~= "string" or not ok then
+        return new_error("invalid", "opts.headers." .. tostring(k) .. " is not a valid header: " ..
+          tostring(msg), { field = "opts.headers." .. tostring(k) })
+      end
+    end
+  end
+  return nil
+end
+
+function Client:_call(op, body, opts)
+  opts = opts or {}
+  local spec = OPS[op]
+  local meta = { attempts = 0 }
+  local oerr = check_call_opts(opts)
+  if oerr then return nil, oerr, meta end
+  local json, info = core.prepare(op, body, { strict = self.strict, idempotency_key = opts.idempotency_key })
+  if not json then return nil, info, meta end
+  meta.idempotency_key = info.idempotency_key
+  local headers, herr = self:_headers(spec.auth, opts, true)
+  if not headers then return nil, new_error("config", herr), meta end
+  if spec.acting_user and opts.user_id then
+    headers["x-endaoment-user-id"] = opts.user_id:lower()
+  end
+  for k, v in pairs(opts.headers or {}) do headers[k:lower()] = v end
+  return self:_send({
+    method = spec[1], url = self.base_url .. spec[2], headers = headers, body = json,
+    timeout_ms = opts.timeout_ms or self.timeout_ms, connect_timeout_ms = self.connect_timeout_ms,
+  }, meta)
+end
+
+for op in pairs(OPS) do
+  Client[op] = function(self, body, opts)
+    return self:_call(op, body, opts)
+  end
+end
+
+local function path_id(id, what)
+  if type(id) ~= "string" or not core.is_uuid(id) then
+    return nil, new_error("invalid", what .. " must be a UUID string", { field = what })
+  end
+  return id:lower()
+end
+
+function Client:_get(path, auth, opts)
+  opts = opts or {}
+  local meta = { attempts = 0 }
+  local oerr = check_call_opts(opts)
+  if oerr then return nil, oerr, meta end
+  local headers, herr = self:_headers(auth, opts, false)
+  if not headers then return nil, new_error("config", herr), meta end
+  for k, v in pairs(opts.headers or {}) do headers[k:lower()] = v end
+  return self:_send({ method = "GET", url = self.base_url .. path, headers = headers,
+    timeout_ms = opts.timeout_ms or self.timeout_ms, connect_timeout_ms = self.connect_timeout_ms }, meta)
+end
+
+function Client:get_fund(id, opts)
+  local fid, err = path_id(id, "id")
+  if not fid then return nil, err, { attempts = 0 } end
+  return self:_get("/v1/funds/" .. fid, self.api_key and "key" or "key_or_bearer", opts)
+end
+
+function Client:list_fund_grants(id, opts)
+  local fid, err = path_id(id, "id")
+  if not fid then return nil, err, { attempts = 0 } end
+  return self:_get("/v1/transfers/grants/fund/" .. fid, self.api_key and "key" or "key_or_bearer", opts)
+end
+
+function Client:find_org_by_ein(ein, opts)
+  if type(ein) ~= "string" or not (ein:match("^%d%d%d%d%d%d%d%d%d$") or ein:match("^%d%d%-%d%d%d%d%d%d%d$")) then
+    return nil, new_error("invalid", "ein must be 9 digits, with or without a hyphen after the second",
+      { field = "ein" }), { attempts = 0 }
+  end
+  -- Documented as public: the API key is not sent where it is not needed.
+  return self:_get("/v1/orgs/ein/" .. ein, "none", opts)
+end
+
+function Client:whoami(opts)
+  return self:_get("/v1/auth/whoami", self.api_key and "key" or "key_or_bearer", opts)
+end
+
+function Client:cancel_async_grant(id, opts)
+  opts = opts or {}
+  local gid, err = path_id(id, "id")
+  if not gid then return nil, err, { attempts = 0 } end
+  local meta = { attempts = 0 }
+  local oerr = check_call_opts(opts)
+  if oerr then return nil, oerr, meta end
+  local headers, herr = self:_headers("bearer", opts, false)
+  if not headers then return nil, new_error("config", herr), meta end
+  return self:_send({ method = "POST", url = self.base_url .. "/v1/transfers/async-grants/" .. gid .. "/cancel",
+    headers = headers, body = "", timeout_ms = opts.timeout_ms or self.timeout_ms,
+    connect_timeout_ms = self.connect_timeout_ms }, meta)
+end
+
+-- Escape hatch for endpoints not wrapped yet. body: a table (encoded by the
+-- core's generic encoder), a JSON string, or nil. opts.auth picks the
+-- credential: "key" (default), "bearer", "key_or_bearer", "none".
+function Client:request(method, path, body, opts)
+  opts = opts or {}
+  local meta = { attempts = 0 }
+  if type(method) ~= "string" or not method:match("^%u+$") then
+    return nil, new_error("invalid", "method must be an upper-case HTTP method", { field = "method" }), meta
+  end
+  if type(path) ~= "string" or path:sub(1, 1) ~= "/" or path:find("[%c%s]") then
+    return nil, new_error("invalid", "path must start with / and contain no spaces or control characters",
+      { field = "path" }), meta
+  end
+  local auth = opts.auth or "key"
+  local copts = {}
+  for k, v in pairs(opts) do if k ~= "auth" then copts[k] = v end end
+  local oerr = check_call_opts(copts)
+  if oerr then return nil, oerr, meta end
+  local json
+  if type(body) == "table" then
+    local e
+    json, e = core.encode(body)
+    if not json then return nil, e, meta end
+  elseif type(body) == "string" or body == nil then
+    json = body
+  else
+    return nil, new_error("invalid", "body must be a table, a JSON string or nil", { field = "body" }), meta
+  end
+  local headers, herr = self:_headers(auth, copts, json ~= nil)
+  if not headers then return nil, new_error("config", herr), meta end
+  if copts.user_id then headers["x-endaoment-user-id"] = copts.user_id:lower() end
+  for k, v in pairs(copts.headers or {}) do headers[k:lower()] = v end
+  return self:_send({ method = method, url = self.base_url .. path, headers = headers, body = json,
+    timeout_ms = copts.timeout_ms or self.timeout_ms, connect_timeout_ms = self.connect_timeout_ms }, meta)
+end
+
+return M

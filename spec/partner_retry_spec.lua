@@ -1,0 +1,285 @@
+-- Retry policy and request shaping, through a scripted transport (no network).
+local partner = require "endaoment.partner"
+local retry = require "endaoment.partner.retry"
+local cjson = require "cjson"
+
+-- A transport that answers from a script and records every request.
+local function scripted(answers)
+  local t = { requests = {}, sleeps = {} }
+  function t.request(_, req)
+    t.requests[#t.requests + 1] = req
+    local a = table.remove(answers, 1)
+    if a == nil then error("scripted transport: no answer left") end
+    if a.err then return nil, a.err end
+    return { status = a.status, headers = a.headers or {}, body = a.body or "{}" }
+  end
+  function t.sleep(_, ms) t.sleeps[#t.sleeps + 1] = ms end
+  return t
+end
+
+local function client(t, extra)
+  local o = { api_key = "test-key-1234", base_url = "http://127.0.0.1:1", transport = t,
+    retry_base_ms = 100, retry_cap_ms = 1000 }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return partner.new(o)
+end
+
+local ADDRESS = { line1 = "1 Main St", city = "New York", country = "USA" }
+local function user_body()
+  return { partnerUserIdentifier = "retry-user-00000001", firstName = "Ada", lastName = "Lovelace",
+    email = "ada@example.com", address = ADDRESS }
+end
+local FUND = "2b8108d8-30fc-4c62-9b93-07ee1f8b8455"
+local function cash_body()
+  return { receivingFundId = FUND, pledgedAmountMicroDollars = "1000000", partnerOperationId = "op-1" }
+end
+
+describe("retry policy", function()
+  it("retries 429, 500, 502, 503, 504 and network errors, then succeeds", function()
+    for _, first in ipairs({ { status = 429 }, { status = 500 }, { status = 502 }, { status = 503 },
+      { status = 504 }, { err = { kind = "network", message = "reset", retryable = true } },
+      { err = { kind = "timeout", message = "slow", retryable = true } } }) do
+      local t = scripted({ first, { status = 201, body = '{"id":"x"}' } })
+      local res, err, meta = client(t):record_cash_donation(cash_body())
+      assert.is_nil(err)
+      assert.equal("x", res.id)
+      assert.equal(2, meta.attempts)
+      assert.equal(t.requests[1].body, t.requests[2].body)   -- same bytes, same key
+      assert.equal(1, #t.sleeps)
+    end
+  end)
+
+  it("never retries another 4xx, a TLS failure or an oversize answer", function()
+    for _, a in ipairs({ { status = 400 }, { status = 401 }, { status = 403 }, { status = 404 },
+      { status = 409 }, { status = 422 }, { err = { kind = "tls", message = "bad cert", retryable = false } },
+      { err = { kind = "too_large", message = "big", retryable = false } } }) do
+      local t = scripted({ a, { status = 201 } })
+      local _, err, meta = client(t):record_cash_donation(cash_body())
+      assert.is_table(err)
+      assert.equal(1, meta.attempts)
+      assert.equal(1, #t.requests)
+    end
+  end)
+
+  it("stops after max_retries and reports the last answer", function()
+    local t = scripted({ { status = 503 }, { status = 503 }, { status = 503 }, { status = 503 } })
+    local _, err, meta = client(t, { max_retries = 2 }):record_cash_donation(cash_body())
+    assert.equal("http", err.kind)
+    assert.equal(503, err.status)
+    assert.is_true(err.retryable)
+    assert.equal(3, meta.attempts)
+    t = scripted({ { status = 503 } })
+    _, err, meta = client(t, { max_retries = 0 }):record_cash_donation(cash_body())
+    assert.equal(1, meta.attempts)
+    assert.equal(503, err.status)
+  end)
+
+  it("waits with full jitter under an exponential ceiling and the cap", function()
+    local cfg = { retry_base_ms = 500, retry_cap_ms = 8000 }
+    for attempt = 1, 8 do
+      local ceiling = math.min(8000, 500 * 2 ^ (attempt - 1))
+      assert.equal(0, retry.backoff_ms(attempt, cfg, function() return 0 end))
+      assert.equal(math.floor(ceiling * 0.999), retry.backoff_ms(attempt, cfg, function() return 0.999 end))
+      for _ = 1, 50 do
+        local w = retry.backoff_ms(attempt, cfg)
+        assert.is_true(w >= 0 and w <= ceiling)
+      end
+    end
+  end)
+
+  it("honours Retry-After in seconds and as an HTTP date, capped", function()
+    assert.equal(3000, retry.parse_retry_after("3"))
+    assert.equal(120000, retry.parse_retry_after("Sun, 06 Nov 1994 08:51:00 GMT", 784111740))
+    assert.equal(0, retry.parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 + 60))
+    assert.is_nil(retry.parse_retry_after("soon"))
+    local t = scripted({ { status = 429, headers = { ["retry-after"] = "2" } }, { status = 201 } })
+    client(t):record_cash_donation(cash_body())
+    assert.same({ 2000 }, t.sleeps)
+    t = scripted({ { status = 503, headers = { ["retry-after"] = "3600" } }, { status = 201 } })
+    client(t, { retry_after_cap_ms = 5000 }):record_cash_donation(cash_body())
+    assert.same({ 5000 }, t.sleeps)
+  end)
+
+  it("reports retries through on_retry", function()
+    local seen = {}
+    local t = scripted({ { status = 500 }, { status = 201 } })
+    client(t, { on_retry = function(info) seen[#seen + 1] = info end }):record_cash_donation(cash_body())
+    assert.equal(1, #seen)
+    assert.equal(500, seen[1].status)
+    assert.equal(1, seen[1].attempt)
+  end)
+end)
+
+describe("requests as sent", function()
+  it("puts an idempotency key in every write, even with max_retries = 0", function()
+    local t = scripted({ { status = 201, body = '{"id":"p"}' } })
+    local _, _, meta = client(t, { max_retries = 0 }):record_cash_donation(cash_body())
+    local sent = cjson.decode(t.requests[1].body)
+    assert.is_true(partner.is_uuid(sent.idempotencyKey))
+    assert.equal(sent.idempotencyKey, meta.idempotency_key)
+  end)
+
+  it("uses the caller's key and never modifies the caller's table", function()
+    local t = scripted({ { status = 201 } })
+    local body = cash_body()
+    body.idempotencyKey = "8fc9cf75-7813-4f2f-95d6-7c9f84f0f6ef"
+    local before = cjson.encode(body)
+    local _, _, meta = client(t):record_cash_donation(body)
+    assert.equal(before, cjson.encode(body))
+    assert.equal("8fc9cf75-7813-4f2f-95d6-7c9f84f0f6ef", meta.idempotency_key)
+    local body2 = cash_body()
+    t = scripted({ { status = 201 } })
+    client(t):record_cash_donation(body2)
+    assert.is_nil(body2.idempotencyKey)
+  end)
+
+  it("sends the headers each call needs", function()
+    local t = scripted({ { status = 201 }, { status = 201 }, { status = 200 }, { status = 200 } })
+    local c = client(t, { bearer_token = "tok-5678" })
+    c:create_fund({ name = "F", partnerAccountIdentifier = "account-0000000001" },
+      { user_id = "3C90C3CC-0D44-4B50-8888-8DD25736052A" })
+    local h = t.requests[1].headers
+    assert.equal("test-key-1234", h["x-api-key"])
+    assert.equal("3c90c3cc-0d44-4b50-8888-8dd25736052a", h["x-endaoment-user-id"])
+    assert.equal("application/json", h["content-type"])
+    assert.matches("^endaoment%-partner%-lua/%d+%.%d+%.%d+ %(", h["user-agent"])
+    c:create_async_grant({ originFundId = FUND, destinationOrgId = FUND, requestedAmount = "1", purpose = "p" })
+    h = t.requests[2].headers
+    assert.equal("Bearer tok-5678", h.authorization)
+    assert.is_nil(h["x-api-key"])
+    c:find_org_by_ein("53-0196605")
+    assert.is_nil(t.requests[3].headers["x-api-key"])            -- public endpoint: no key sent
+    assert.equal("http://127.0.0.1:1/v1/orgs/ein/53-0196605", t.requests[3].url)
+    c:whoami()
+    assert.equal("GET", t.requests[4].method)
+  end)
+
+  it("refuses an async grant without a Bearer token, sending nothing", function()
+    local t = scripted({})
+    local _, err = client(t):create_async_grant({ originFundId = FUND, destinationOrgId = FUND,
+      requestedAmount = "1", purpose = "p" })
+    assert.equal("config", err.kind)
+    assert.matches("Bearer", err.message)
+    assert.equal(0, #t.requests)
+  end)
+
+  it("sends nothing for invalid input and names the field", function()
+    local t = scripted({})
+    local c = client(t)
+    local _, res, err, meta
+    res, err, meta = c:record_cash_donation({ receivingFundId = FUND, pledgedAmountMicroDollars = "1.5",
+      partnerOperationId = "x" })
+    assert.is_nil(res)
+    assert.equal("invalid", err.kind)
+    assert.equal("pledgedAmountMicroDollars", err.field)
+    assert.equal(0, meta.attempts)
+    _, err = c:create_fund({ name = "F", partnerAccountIdentifier = "account-0000000001" }, { user_id = "nope" })
+    assert.equal("opts.user_id", err.field)
+    _, err = c:get_fund("not-a-uuid")
+    assert.equal("invalid", err.kind)
+    _, err = c:find_org_by_ein("1234")
+    assert.equal("ein", err.field)
+    _, err = c:record_cash_donation(cash_body(), { colour = "red" })
+    assert.equal("invalid", err.kind)
+    assert.equal(0, #t.requests)
+  end)
+
+  it("decodes errors into kind, status, messages, field and request id", function()
+    local t = scripted({ { status = 400, headers = { ["x-request-id"] = "req-1" },
+      body = '{"statusCode":400,"message":["grants.2.amountMicroDollars must be a number string"],' ..
+        '"error":"Bad Request"}' } })
+    local _, err, meta = client(t):request("POST", "/v1/anything", { a = 1 })
+    assert.equal("http", err.kind)
+    assert.equal(400, err.status)
+    assert.equal("grants[3].amountMicroDollars", err.field)
+    assert.same({ "grants.2.amountMicroDollars must be a number string" }, err.messages)
+    assert.equal("req-1", err.request_id)
+    assert.equal(400, meta.status)
+    assert.is_false(err.retryable)
+    assert.matches("HTTP 400 Bad Request: grants.2.amountMicroDollars", tostring(err))
+  end)
+
+  it("reports a 2xx body that is not JSON as kind decode", function()
+    local t = scripted({ { status = 200, body = '{"id": "abc' } })
+    local _, err = client(t):whoami()
+    assert.equal("decode", err.kind)
+    assert.equal(200, err.status)
+  end)
+
+  it("maps transport failures to their kinds", function()
+    local t = scripted({ { err = { kind = "tls", message = "certificate not trusted: pass ca_file",
+      retryable = false } } })
+    local _, err = client(t):whoami()
+    assert.equal("tls", err.kind)
+    assert.matches("ca_file", err.message)
+  end)
+end)
+
+describe("partner.new", function()
+  local t = scripted({})
+  local function raises(opts, pattern)
+    local ok, msg = pcall(partner.new, opts)
+    assert.is_false(ok)
+    assert.matches(pattern, msg)
+  end
+
+  it("requires an environment or a base_url, with no default", function()
+    raises({ api_key = "k", transport = t }, "no default")
+    raises({ api_key = "k", environment = "prod", transport = t }, "production, staging, dev")
+    raises({ api_key = "k", environment = "dev", base_url = "https://x", transport = t }, "not both")
+  end)
+
+  it("allows plain http only to loopback", function()
+    raises({ api_key = "k", base_url = "http://api.endaoment.org", transport = t }, "https")
+    raises({ api_key = "k", base_url = "http://10.0.0.1:8787", transport = t }, "https")
+    assert.is_table(partner.new({ api_key = "k", base_url = "http://127.0.0.1:8787", transport = t }))
+    assert.is_table(partner.new({ api_key = "k", base_url = "http://localhost:8787", transport = t }))
+    assert.is_table(partner.new({ api_key = "k", environment = "dev", transport = t }))
+    assert.equal("https://api.dev.endaoment.org", partner.new({ api_key = "k", environment = "dev",
+      transport = t }).base_url)
+  end)
+
+  it("raises on unknown options, wrong types and unsafe header values", function()
+    raises({ api_key = "k", environment = "dev", transport = t, timout_ms = 5 }, "unknown option 'timout_ms'")
+    raises({ api_key = "k", environment = "dev", transport = t, timeout_ms = "5" }, "timeout_ms must be a number")
+    raises({ api_key = "k", environment = "dev", transport = t, max_retries = -1 }, "max_retries")
+    raises({ api_key = "k\r\nx-evil: 1", environment = "dev", transport = t }, "api_key")
+    raises({ environment = "dev", transport = t }, "api_key is required")
+    raises({ api_key = "k", environment = "dev", transport = { } }, "request")
+  end)
+
+  it("never shows the API key, only its last 4 characters", function()
+    local c = partner.new({ api_key = "secret-key-abcd", environment = "dev", transport = t })
+    local s = tostring(c)
+    assert.is_nil(s:find("secret-key", 1, true))
+    assert.matches("%.%.%.abcd", s)
+  end)
+
+  it("lists the environments", function()
+    assert.equal("https://api.endaoment.org", partner.ENVIRONMENTS.production)
+    assert.equal("https://api.staging.endaoment.org", partner.ENVIRONMENTS.staging)
+    assert.equal("https://api.dev.endaoment.org", partner.ENVIRONMENTS.dev)
+  end)
+end)
+
+describe("helpers", function()
+  it("re-exports the core's money and id helpers", function()
+    assert.equal("125500000", partner.dollars_to_micro("125.50"))
+    assert.equal("125.50", partner.micro_to_dollars("125500000"))
+    assert.is_true(partner.is_uuid(partner.uuid4()))
+    assert.equal("user-0000000000001", partner.partner_identifier("  user-0000000000001 "))
+    assert.is_nil((partner.partner_identifier("short")))
+    assert.equal(require("cjson").null, partner.null)
+  end)
+
+  it("validate runs the same checks as the calls", function()
+    assert.is_true(partner.validate("record_cash_donation", cash_body()))
+    local ok, err = partner.validate("provision_user", { firstName = "A" })
+    assert.is_nil(ok)
+    assert.equal("invalid", err.kind)
+    ok, err = partner.validate("no_such_op", {})
+    assert.is_nil(ok)
+    assert.equal("operation", err.field)
+    assert.is_true(partner.validate("provision_user", user_body()))
+  end)
+end)
