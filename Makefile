@@ -58,7 +58,7 @@ deps:
 	@sh scripts/deps.sh base
 
 lint: deps
-	luacheck --quiet lua bin spec examples
+	luacheck --quiet $(wildcard lua bin spec examples bench)
 
 # Every suite, then one line "N passed, N failed" summed over them.
 check: deps
