@@ -1,6 +1,6 @@
 std = "max"
 max_line_length = 120
-include_files = { "lua", "bin", "spec", "examples", "bench", "*.rockspec" }
+include_files = { "lua/**/*.lua", "bin/*", "spec/**/*.lua", "examples/**/*.lua", "bench/**/*.lua" }
 files["spec"] = { std = "+busted" }
 files["bin"] = { globals = {} }
 -- ngx is provided by OpenResty in the modules that run under nginx.
