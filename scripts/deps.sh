@@ -6,7 +6,8 @@
 set -eu
 
 want_base="lua5.4 liblua5.4-dev lua5.1 lua-cjson lua-socket lua-busted lua-check
-  libcurl4-openssl-dev uuid-dev pkg-config gcc make curl ca-certificates"
+  libcurl4-openssl-dev uuid-dev pkg-config gcc make curl ca-certificates
+  nginx-core openssl"
 want_luajit="luajit2 libluajit2-5.1-dev"
 want_nginx="nginx-core libnginx-mod-http-lua openssl"
 want_bench="wrk valgrind"

@@ -1,0 +1,779 @@
+#include "curl_transfer.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+/* ------------------------------------------------------------------------ */
+/* small helpers                                                            */
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+        return 0.0;
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static int lower(int c)
+{
+    return (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c;
+}
+
+/* ASCII-only on purpose: the C library's tolower depends on the locale. */
+static int ascii_ieq(const char *a, size_t alen, const char *b)
+{
+    size_t i;
+    for (i = 0; i < alen; i++) {
+        if (b[i] == '\0' || lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
+            return 0;
+    }
+    return b[alen] == '\0';
+}
+
+static int contains(const char *hay, const char *needle)
+{
+    return strstr(hay, needle) != NULL;
+}
+
+static void copy_bounded(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* Error messages end up in logs: never echo control bytes from the caller. */
+static void printable_copy(char *dst, size_t cap, const char *src, size_t len)
+{
+    size_t i, n = len < cap - 1 ? len : cap - 1;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)src[i];
+        dst[i] = (c < 0x20 || c >= 0x7f) ? '?' : (char)c;
+    }
+    dst[n] = '\0';
+}
+
+void ecurl_error_set(ecurl_error *err, ecurl_kind kind, int retryable, int curl_code,
+                     const char *fmt, ...)
+{
+    va_list ap;
+    err->kind = kind;
+    err->retryable = retryable;
+    err->curl_code = curl_code;
+    va_start(ap, fmt);
+    if (vsnprintf(err->message, sizeof err->message, fmt, ap) < 0)
+        copy_bounded(err->message, sizeof err->message, "error");
+    va_end(ap);
+}
+
+const char *ecurl_kind_name(ecurl_kind kind)
+{
+    switch (kind) {
+    case ECURL_KIND_CONFIG: return "config";
+    case ECURL_KIND_NETWORK: return "network";
+    case ECURL_KIND_TIMEOUT: return "timeout";
+    case ECURL_KIND_TLS: return "tls";
+    case ECURL_KIND_TOO_LARGE: return "too_large";
+    case ECURL_KIND_OOM: return "oom";
+    case ECURL_KIND_NONE: break;
+    }
+    return "network";
+}
+
+static void oom(ecurl_error *err)
+{
+    ecurl_error_set(err, ECURL_KIND_OOM, 0, -1, "out of memory");
+}
+
+int ecurl_global_init(void)
+{
+    /*
+     * libcurl keeps its own reference count; we take one reference for the
+     * life of the process and never give it back, because another module in
+     * the same process may still be using libcurl when our objects are
+     * collected. Not guarded by a lock: on a libcurl without the
+     * CURL_VERSION_THREADSAFE feature the host must load us (and create the
+     * first transport) before it starts threads.
+     */
+    static int done = 0;
+    if (done)
+        return 0;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return -1;
+    done = 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* validation                                                               */
+
+static int is_tchar(unsigned char c)
+{
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+        return 1;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static int is_token(const char *s, size_t len)
+{
+    size_t i;
+    if (len == 0)
+        return 0;
+    for (i = 0; i < len; i++) {
+        if (!is_tchar((unsigned char)s[i]))
+            return 0;
+    }
+    return 1;
+}
+
+int ecurl_valid_field_value(const char *v, size_t len)
+{
+    size_t i;
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+/* One decimal octet, 0-255, without leading zeros (those read as octal to some parsers). */
+static const char *parse_octet(const char *p, int *out)
+{
+    int v = 0, n = 0;
+    if (*p == '0' && p[1] >= '0' && p[1] <= '9')
+        return NULL;
+    while (*p >= '0' && *p <= '9' && n < 3) {
+        v = v * 10 + (*p - '0');
+        p++;
+        n++;
+    }
+    if (n == 0 || v > 255 || (*p >= '0' && *p <= '9'))
+        return NULL;
+    *out = v;
+    return p;
+}
+
+/*
+ * The host as libcurl's URL parser sees it (IPv4 forms normalised to dotted
+ * decimal, IPv6 in brackets), so the check and the connection agree.
+ * Anything unusual counts as "not loopback", which only makes us stricter.
+ */
+static int is_loopback_host(const char *h)
+{
+    int i, octet = 0;
+    const char *p = h;
+
+    if (ascii_ieq(h, strlen(h), "localhost") || strcmp(h, "[::1]") == 0)
+        return 1;
+    for (i = 0; i < 4; i++) {
+        p = parse_octet(p, &octet);
+        if (!p || (i == 0 && octet != 127))
+            return 0;
+        if (i < 3) {
+            if (*p != '.')
+                return 0;
+            p++;
+        }
+    }
+    return *p == '\0';
+}
+
+/* ------------------------------------------------------------------------ */
+/* libcurl callbacks: C buffers only, never Lua                             */
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
+{
+    ecurl_transfer *tr = (ecurl_transfer *)userp;
+    size_t n = size * nmemb;
+
+    /*
+     * CURLOPT_MAXFILESIZE only sees a Content-Length; a chunked or
+     * close-delimited body is capped here (returning less than n makes
+     * libcurl abort with CURLE_WRITE_ERROR and drop the connection).
+     */
+    if (n > tr->max_body - tr->body.len) {
+        tr->stop = ECURL_STOP_BODY;
+        return 0;
+    }
+    if (strbuf_append(&tr->body, data, n) != STRBUF_OK) {
+        tr->stop = ECURL_STOP_OOM;
+        return 0;
+    }
+    return n;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
+{
+    ecurl_transfer *tr = (ecurl_transfer *)userp;
+    size_t n = size * nmemb, len = n;
+    int rc;
+
+    if (n > ECURL_MAX_HEADER_BYTES - tr->head_seen) {
+        tr->stop = ECURL_STOP_HEADERS;
+        return 0;
+    }
+    tr->head_seen += n;
+    while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
+        len--;
+
+    if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+        /* A new status line: fields gathered so far were a 1xx (or proxy) response's. */
+        strbuf_reset(&tr->head);
+        return n;
+    }
+    if (len == 0)
+        return n;
+    if ((data[0] == ' ' || data[0] == '\t') && tr->head.len > 0) {
+        /* obs-fold (RFC 9112 5.2): join the continuation to the previous field with one space. */
+        while (len > 0 && (*data == ' ' || *data == '\t')) {
+            data++;
+            len--;
+        }
+        tr->head.data[tr->head.len - 1] = ' ';
+    }
+    rc = strbuf_append(&tr->head, data, len);
+    if (rc == STRBUF_OK)
+        rc = strbuf_putc(&tr->head, '\n');
+    if (rc != STRBUF_OK) {
+        tr->stop = ECURL_STOP_OOM;
+        return 0;
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* transfer life cycle                                                      */
+
+void ecurl_transfer_init(ecurl_transfer *tr)
+{
+    memset(tr, 0, sizeof *tr);
+    strbuf_init(&tr->req_body);
+    strbuf_init(&tr->body);
+    strbuf_init(&tr->head);
+}
+
+void ecurl_transfer_release(ecurl_transfer *tr)
+{
+    if (tr->easy) {
+        /*
+         * The handle still points at our slist, CURLU, body and error
+         * buffer. A reset forgets those pointers but keeps what makes the
+         * next request fast: live connections, DNS and TLS session caches.
+         */
+        curl_easy_reset(tr->easy);
+        tr->easy = NULL;
+    }
+    if (tr->headers) {
+        curl_slist_free_all(tr->headers);
+        tr->headers = NULL;
+    }
+    if (tr->url) {
+        curl_url_cleanup(tr->url);
+        tr->url = NULL;
+    }
+    strbuf_free(&tr->req_body);
+    strbuf_free(&tr->body);
+    strbuf_free(&tr->head);
+    tr->head_seen = 0;
+    tr->stop = ECURL_STOP_NONE;
+    tr->has_body = 0;
+    tr->loopback_http = 0;
+    tr->gave_accept = 0;
+    tr->gave_expect = 0;
+    tr->gave_user_agent = 0;
+    tr->gave_content_type = 0;
+    tr->method[0] = '\0';
+    tr->host[0] = '\0';
+    tr->errbuf[0] = '\0';
+    tr->code = CURLE_OK;
+    tr->status = 0;
+    tr->reused = 0;
+    tr->elapsed_ms = 0.0;
+}
+
+static int method_is(const ecurl_transfer *tr, const char *m)
+{
+    return strcmp(tr->method, m) == 0;
+}
+
+int ecurl_transfer_begin(ecurl_transfer *tr, const ecurl_config *cfg, const ecurl_request *req,
+                         ecurl_error *err)
+{
+    char *scheme = NULL, *host = NULL;
+    CURLUcode uc;
+    size_t mlen;
+    int http;
+
+    ecurl_transfer_release(tr);
+
+    mlen = strlen(req->method);
+    if (mlen >= sizeof tr->method || !is_token(req->method, mlen)) {
+        char shown[40];
+        printable_copy(shown, sizeof shown, req->method, mlen);
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "invalid HTTP method '%s'", shown);
+        return -1;
+    }
+    memcpy(tr->method, req->method, mlen + 1);
+
+    tr->url = curl_url();
+    if (!tr->url) {
+        oom(err);
+        return -1;
+    }
+    /* No guessing and no default scheme: the caller names http or https explicitly. */
+    uc = curl_url_set(tr->url, CURLUPART_URL, req->url, 0);
+    if (uc == CURLUE_OK)
+        uc = curl_url_get(tr->url, CURLUPART_SCHEME, &scheme, 0);
+    if (uc == CURLUE_OK)
+        uc = curl_url_get(tr->url, CURLUPART_HOST, &host, 0);
+    if (uc != CURLUE_OK) {
+        char shown[128];
+        curl_free(scheme);
+        if (uc == CURLUE_OUT_OF_MEMORY) {
+            oom(err);
+            return -1;
+        }
+        printable_copy(shown, sizeof shown, req->url, strlen(req->url));
+#if LIBCURL_VERSION_NUM >= 0x075000
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "invalid URL '%s': %s", shown,
+                        curl_url_strerror(uc));
+#else
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "invalid URL '%s' (CURLUcode %d)", shown,
+                        (int)uc);
+#endif
+        return -1;
+    }
+    copy_bounded(tr->host, sizeof tr->host, host);
+
+    http = strcmp(scheme, "http") == 0;
+    if (!http && strcmp(scheme, "https") != 0) {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+                        "unsupported URL scheme '%s': https is required", scheme);
+        goto fail;
+    }
+    if (http) {
+        if (!is_loopback_host(host)) {
+            ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+                            "https is required: refusing plain http to %s (plain http is only "
+                            "allowed to loopback: 127.0.0.0/8, localhost, ::1)",
+                            tr->host);
+            goto fail;
+        }
+        if (!cfg->allow_http_loopback) {
+            ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+                            "https is required: plain http to %s is disabled "
+                            "(allow_http_loopback = false)",
+                            tr->host);
+            goto fail;
+        }
+        tr->loopback_http = 1;
+    }
+    curl_free(scheme);
+    curl_free(host);
+    scheme = host = NULL;
+
+    if (req->body) {
+        if (method_is(tr, "HEAD")) {
+            ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "a HEAD request cannot have a body");
+            return -1;
+        }
+        /*
+         * A private copy: with the multi interface the caller's string may
+         * be gone long before libcurl sends it. strbuf_cstr also makes an
+         * empty body a valid pointer (libcurl treats NULL as "use a read
+         * callback").
+         */
+        if (strbuf_append(&tr->req_body, req->body, req->body_len) != STRBUF_OK ||
+            strbuf_cstr(&tr->req_body) == NULL) {
+            oom(err);
+            return -1;
+        }
+        tr->has_body = 1;
+    }
+
+    tr->max_body = cfg->max_body;
+    tr->body.limit = cfg->max_body;
+    return 0;
+
+fail:
+    curl_free(scheme);
+    curl_free(host);
+    return -1;
+}
+
+int ecurl_transfer_add_header(ecurl_transfer *tr, const char *name, size_t nlen, const char *value,
+                              size_t vlen, ecurl_error *err)
+{
+    strbuf_t line;
+    struct curl_slist *list;
+    char shown[72];
+    int rc;
+
+    printable_copy(shown, sizeof shown, name, nlen);
+    if (!is_token(name, nlen)) {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+                        "invalid header name '%s': must be an RFC 9110 token", shown);
+        return -1;
+    }
+    if (!ecurl_valid_field_value(value, vlen)) {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+                        "invalid value for header '%s': contains CR, LF, NUL or another "
+                        "control character",
+                        shown);
+        return -1;
+    }
+    /* libcurl frames the body itself; a caller's copy could contradict it (request smuggling). */
+    if (ascii_ieq(name, nlen, "content-length") || ascii_ieq(name, nlen, "transfer-encoding")) {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+                        "header '%s' is set by the transport and cannot be given", shown);
+        return -1;
+    }
+    if (ascii_ieq(name, nlen, "accept"))
+        tr->gave_accept = 1;
+    else if (ascii_ieq(name, nlen, "expect"))
+        tr->gave_expect = 1;
+    else if (ascii_ieq(name, nlen, "user-agent"))
+        tr->gave_user_agent = 1;
+    else if (ascii_ieq(name, nlen, "content-type"))
+        tr->gave_content_type = 1;
+
+    strbuf_init(&line);
+    rc = strbuf_append(&line, name, nlen);
+    /* "Name;" is libcurl's spelling of an empty header; "Name:" would remove it. */
+    if (rc == STRBUF_OK && vlen == 0)
+        rc = strbuf_putc(&line, ';');
+    if (rc == STRBUF_OK && vlen > 0)
+        rc = strbuf_append(&line, ": ", 2);
+    if (rc == STRBUF_OK && vlen > 0)
+        rc = strbuf_append(&line, value, vlen);
+    if (rc != STRBUF_OK || strbuf_cstr(&line) == NULL) {
+        strbuf_free(&line);
+        oom(err);
+        return -1;
+    }
+    list = curl_slist_append(tr->headers, line.data);
+    strbuf_free(&line);
+    if (!list) {
+        oom(err);
+        return -1;
+    }
+    tr->headers = list;
+    return 0;
+}
+
+static int append_internal(ecurl_transfer *tr, const char *line)
+{
+    struct curl_slist *list = curl_slist_append(tr->headers, line);
+    if (!list)
+        return -1;
+    tr->headers = list;
+    return 0;
+}
+
+#define SET(opt, val)                                                                              \
+    do {                                                                                           \
+        if ((rc = curl_easy_setopt(easy, opt, val)) != CURLE_OK)                                   \
+            goto fail;                                                                             \
+    } while (0)
+
+int ecurl_transfer_setup(ecurl_transfer *tr, CURL *easy, const ecurl_config *cfg,
+                         const ecurl_request *req, ecurl_error *err)
+{
+    CURLcode rc = CURLE_OK;
+
+    /* "Expect:" turns off 100-continue: one round trip less, and no curl #11678 on reuse. */
+    /* "Accept:" and "Content-Type:" drop libcurl's defaults (any type; form-urlencoded). */
+    if ((!tr->gave_expect && append_internal(tr, "Expect:") != 0) ||
+        (!tr->gave_accept && append_internal(tr, "Accept:") != 0) ||
+        (!tr->gave_content_type && append_internal(tr, "Content-Type:") != 0)) {
+        oom(err);
+        return -1;
+    }
+
+    /*
+     * One easy handle is reused for every request of a transport: the reset
+     * clears the previous request's options but keeps its live connection
+     * (keep-alive), DNS cache and TLS sessions. Every option is applied
+     * again below.
+     *
+     * Known libcurl behaviour: when a request fails on a reused connection
+     * that the server had already closed, libcurl silently sends it again
+     * on a fresh connection (up to 5 times), even a POST that the server
+     * may have received.
+     * This C layer cannot turn that off (libcurl 7.88 has no option for it);
+     * the Lua facade sends an Idempotency-Key on every write so that a
+     * duplicate is harmless.
+     */
+    curl_easy_reset(easy);
+    tr->easy = easy;
+    tr->errbuf[0] = '\0';
+
+    SET(CURLOPT_ERRORBUFFER, tr->errbuf);
+    SET(CURLOPT_PRIVATE, (void *)tr);
+    /* A library must not install signal handlers (SIGALRM for DNS timeouts) in its host. */
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_CURLU, tr->url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    SET(CURLOPT_PROTOCOLS_STR, tr->loopback_http ? "http,https" : "https");
+    SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
+#else
+    SET(CURLOPT_PROTOCOLS, tr->loopback_http ? (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)
+                                             : (long)CURLPROTO_HTTPS);
+    SET(CURLOPT_REDIR_PROTOCOLS, (long)CURLPROTO_HTTPS);
+#endif
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_SSL_VERIFYPEER, 1L);
+    SET(CURLOPT_SSL_VERIFYHOST, 2L);
+    if (cfg->ca_file) {
+        SET(CURLOPT_CAINFO, cfg->ca_file);
+        /*
+         * Debian builds libcurl with a default CApath; while one is set,
+         * libcurl does not cache the parsed CA store (CURLOPT_CA_CACHE_TIMEOUT)
+         * and re-reads the bundle on every new TLS connection (~18 ms).
+         */
+        SET(CURLOPT_CAPATH, (char *)NULL);
+    }
+    if (cfg->share)
+        SET(CURLOPT_SHARE, cfg->share);
+    /* Below common server keep-alive timeouts, so we rarely reuse a socket the server is closing. */
+    SET(CURLOPT_MAXAGE_CONN, ECURL_MAXAGE_CONN);
+    SET(CURLOPT_TIMEOUT_MS, req->timeout_ms);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
+    SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)cfg->max_body);
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, (void *)tr);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, (void *)tr);
+    if (cfg->user_agent && !tr->gave_user_agent)
+        SET(CURLOPT_USERAGENT, cfg->user_agent);
+    if (tr->loopback_http) {
+        /* A proxy from the environment must not see (or redirect) plain-text loopback traffic. */
+        SET(CURLOPT_PROXY, "");
+    }
+    SET(CURLOPT_HTTPHEADER, tr->headers);
+
+    if (method_is(tr, "HEAD")) {
+        SET(CURLOPT_NOBODY, 1L);
+    } else if (method_is(tr, "GET") && !tr->has_body) {
+        SET(CURLOPT_HTTPGET, 1L);
+    } else {
+        int empty_body = !tr->has_body &&
+                         (method_is(tr, "POST") || method_is(tr, "PUT") || method_is(tr, "PATCH"));
+        if (tr->has_body || empty_body) {
+            /* Size first: setting it after POSTFIELDS can drop the pointer. */
+            SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(tr->has_body ? tr->req_body.len : 0));
+            SET(CURLOPT_POSTFIELDS, tr->has_body ? tr->req_body.data : "");
+        }
+        if (!method_is(tr, "POST"))
+            SET(CURLOPT_CUSTOMREQUEST, tr->method);
+    }
+
+    tr->started_ms = now_ms();
+    return 0;
+
+fail:
+    if (rc == CURLE_OUT_OF_MEMORY)
+        oom(err);
+    else
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, (int)rc, "libcurl rejected an option: %s",
+                        curl_easy_strerror(rc));
+    return -1;
+}
+
+#undef SET
+
+void ecurl_transfer_complete(ecurl_transfer *tr, CURLcode code)
+{
+    long status = 0, connects = -1;
+
+    tr->code = code;
+    tr->elapsed_ms = now_ms() - tr->started_ms;
+    if (curl_easy_getinfo(tr->easy, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
+        status = 0;
+    tr->status = status;
+    if (curl_easy_getinfo(tr->easy, CURLINFO_NUM_CONNECTS, &connects) != CURLE_OK)
+        connects = -1;
+    tr->reused = connects == 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* results                                                                  */
+
+static int is_tls_code(CURLcode c)
+{
+    switch (c) {
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_USE_SSL_FAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+#if LIBCURL_VERSION_NUM >= 0x074d00
+    case CURLE_SSL_CLIENTCERT:
+#endif
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static void tls_error(const ecurl_transfer *tr, const ecurl_config *cfg, const char *detail,
+                      ecurl_error *err)
+{
+    int code = (int)tr->code;
+
+    /* Only the error-buffer text tells a wrong name from an unknown CA; both are CURLcode 60. */
+    if (contains(detail, "subject name") || contains(detail, "common name") ||
+        contains(detail, "does not match")) {
+        ecurl_error_set(err, ECURL_KIND_TLS, 0, code,
+                        "certificate does not match host %s: use the host name the certificate "
+                        "was issued for (curl error %d: %s)",
+                        tr->host, code, detail);
+    } else if (tr->code == CURLE_SSL_CACERT_BADFILE) {
+        ecurl_error_set(err, ECURL_KIND_TLS, 0, code,
+                        "cannot load the CA certificates from %s: pass ca_file = a readable PEM "
+                        "bundle (curl error %d: %s)",
+                        cfg->ca_file ? cfg->ca_file : "libcurl's default bundle", code, detail);
+    } else if (contains(detail, "local issuer") || contains(detail, "self-signed") ||
+               contains(detail, "self signed") || contains(detail, "unable to get issuer") ||
+               contains(detail, "unable to verify the first certificate")) {
+        ecurl_error_set(err, ECURL_KIND_TLS, 0, code,
+                        "certificate not trusted: pass ca_file = '/path/to/ca.pem' (the CA that "
+                        "signed the server's certificate) or install it in the system store "
+                        "(curl error %d: %s)",
+                        code, detail);
+    } else {
+        ecurl_error_set(err, ECURL_KIND_TLS, 0, code, "TLS failure with %s (curl error %d: %s)",
+                        tr->host, code, detail);
+    }
+}
+
+int ecurl_transfer_error(const ecurl_transfer *tr, const ecurl_config *cfg, ecurl_error *err)
+{
+    CURLcode c = tr->code;
+    int code = (int)c;
+    const char *detail;
+
+    if (c == CURLE_OK)
+        return 0;
+    detail = tr->errbuf[0] ? tr->errbuf : curl_easy_strerror(c);
+
+    if (is_tls_code(c)) {
+        tls_error(tr, cfg, detail, err);
+        return 1;
+    }
+    switch (c) {
+    case CURLE_OPERATION_TIMEDOUT:
+        ecurl_error_set(err, ECURL_KIND_TIMEOUT, 1, code,
+                        "request to %s timed out (curl error %d: %s)", tr->host, code, detail);
+        break;
+    case CURLE_FILESIZE_EXCEEDED:
+        ecurl_error_set(err, ECURL_KIND_TOO_LARGE, 0, code,
+                        "response body is larger than max_response_bytes = %lu (curl error %d: %s)",
+                        (unsigned long)tr->max_body, code, detail);
+        break;
+    case CURLE_WRITE_ERROR:
+        if (tr->stop == ECURL_STOP_BODY)
+            ecurl_error_set(err, ECURL_KIND_TOO_LARGE, 0, code,
+                            "response body is larger than max_response_bytes = %lu (stopped "
+                            "reading it)",
+                            (unsigned long)tr->max_body);
+        else if (tr->stop == ECURL_STOP_HEADERS)
+            ecurl_error_set(err, ECURL_KIND_TOO_LARGE, 0, code,
+                            "response headers are larger than %d bytes", ECURL_MAX_HEADER_BYTES);
+        else if (tr->stop == ECURL_STOP_OOM)
+            ecurl_error_set(err, ECURL_KIND_OOM, 0, code, "out of memory reading the response");
+        else
+            ecurl_error_set(err, ECURL_KIND_NETWORK, 0, code,
+                            "network error with %s (curl error %d: %s)", tr->host, code, detail);
+        break;
+    case CURLE_OUT_OF_MEMORY:
+        ecurl_error_set(err, ECURL_KIND_OOM, 0, code, "out of memory (curl error %d: %s)", code,
+                        detail);
+        break;
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_NOT_BUILT_IN:
+    case CURLE_BAD_FUNCTION_ARGUMENT:
+    case CURLE_UNKNOWN_OPTION:
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, code,
+                        "request refused by libcurl (curl error %d: %s)", code, detail);
+        break;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_GOT_NOTHING:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+#if LIBCURL_VERSION_NUM >= 0x074200
+    case CURLE_HTTP3:
+#endif
+        ecurl_error_set(err, ECURL_KIND_NETWORK, 1, code,
+                        "network error with %s (curl error %d: %s)", tr->host, code, detail);
+        break;
+    default:
+        /* Unknown failures are not retried: for a payment a duplicate is worse than an error. */
+        ecurl_error_set(err, ECURL_KIND_NETWORK, 0, code,
+                        "network error with %s (curl error %d: %s)", tr->host, code, detail);
+        break;
+    }
+    return 1;
+}
+
+static int is_ows(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r';
+}
+
+int ecurl_transfer_next_header(ecurl_transfer *tr, size_t *pos, const char **name, size_t *nlen,
+                               const char **value, size_t *vlen)
+{
+    while (*pos < tr->head.len) {
+        char *line = tr->head.data + *pos;
+        size_t rest = tr->head.len - *pos;
+        char *eol = (char *)memchr(line, '\n', rest);
+        size_t llen = eol ? (size_t)(eol - line) : rest;
+        char *colon, *v, *vend;
+        size_t i, n;
+
+        *pos += eol ? llen + 1 : llen;
+        colon = (char *)memchr(line, ':', llen);
+        if (!colon)
+            continue;
+        n = (size_t)(colon - line);
+        while (n > 0 && is_ows(line[n - 1]))
+            n--;
+        if (n == 0)
+            continue;
+        for (i = 0; i < n; i++)
+            line[i] = (char)lower((unsigned char)line[i]);
+        v = colon + 1;
+        vend = line + llen;
+        while (v < vend && is_ows(*v))
+            v++;
+        while (vend > v && is_ows(vend[-1]))
+            vend--;
+        *name = line;
+        *nlen = n;
+        *value = v;
+        *vlen = (size_t)(vend - v);
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,140 @@
+/*
+ * One HTTP exchange on a libcurl easy handle, with no Lua in it.
+ *
+ * The state of a transfer (URL, request headers, request body, response
+ * buffers, limits, error buffer) lives in one struct so that the synchronous
+ * transport (curl.c, curl_easy_perform) and a future multi-driven transport
+ * (curl_multi_add_handle + CURLMSG_DONE) can share the same code:
+ *
+ *   ecurl_transfer_begin()       parse and check the URL, copy the body
+ *   ecurl_transfer_add_header()  once per caller header (validated)
+ *   ecurl_transfer_setup()       reset the easy handle and apply every option
+ *   ... curl_easy_perform(), or a multi handle runs it ...
+ *   ecurl_transfer_complete()    collect the CURLcode, status, timing
+ *   ecurl_transfer_error() / ecurl_transfer_next_header() / tr->body
+ *   ecurl_transfer_release()     free everything (idempotent)
+ *
+ * The libcurl callbacks only append to the C buffers below; nothing calls
+ * into Lua until the transfer is complete.
+ */
+#ifndef EPARTNER_CURL_TRANSFER_H
+#define EPARTNER_CURL_TRANSFER_H
+
+#include <stddef.h>
+#include <curl/curl.h>
+
+#include "strbuf.h"
+
+#if !defined(LIBCURL_VERSION_NUM) || LIBCURL_VERSION_NUM < 0x074100
+#error "endaoment.partner.curl needs libcurl 7.65.0 or newer (CURLU, CURLOPT_MAXAGE_CONN)"
+#endif
+
+/* Total bytes of response header lines (all responses of one exchange). */
+#define ECURL_MAX_HEADER_BYTES (64 * 1024)
+/* Idle keep-alive connections older than this are not reused (seconds). */
+#define ECURL_MAXAGE_CONN 30L
+#define ECURL_HOST_MAX 256
+#define ECURL_MESSAGE_MAX (CURL_ERROR_SIZE + 512)
+
+typedef enum {
+    ECURL_KIND_NONE = 0,
+    ECURL_KIND_CONFIG,
+    ECURL_KIND_NETWORK,
+    ECURL_KIND_TIMEOUT,
+    ECURL_KIND_TLS,
+    ECURL_KIND_TOO_LARGE,
+    ECURL_KIND_OOM
+} ecurl_kind;
+
+typedef struct {
+    ecurl_kind kind;
+    int retryable;
+    int curl_code; /* -1: found before libcurl ran */
+    char message[ECURL_MESSAGE_MAX];
+} ecurl_error;
+
+/* What belongs to the transport rather than to one request. */
+typedef struct {
+    const char *ca_file;    /* NULL: libcurl's compiled-in default */
+    const char *user_agent; /* NULL: send none */
+    size_t max_body;
+    int allow_http_loopback;
+    CURLSH *share; /* NULL allowed */
+} ecurl_config;
+
+typedef struct {
+    const char *method;
+    const char *url;
+    const char *body; /* NULL: no body */
+    size_t body_len;
+    long timeout_ms;
+    long connect_timeout_ms;
+} ecurl_request;
+
+/* Why a callback stopped the transfer (libcurl then reports CURLE_WRITE_ERROR). */
+enum { ECURL_STOP_NONE = 0, ECURL_STOP_BODY, ECURL_STOP_HEADERS, ECURL_STOP_OOM };
+
+typedef struct ecurl_transfer {
+    CURL *easy; /* borrowed while set up; the owner cleans it up */
+    CURLU *url;
+    struct curl_slist *headers;
+    strbuf_t req_body;
+    strbuf_t body;
+    strbuf_t head; /* "name:value\n" lines of the latest response only */
+    size_t head_seen;
+    size_t max_body;
+    int stop;
+    int has_body;
+    int loopback_http;
+    int gave_accept;
+    int gave_expect;
+    int gave_user_agent;
+    int gave_content_type;
+    char method[32];
+    char host[ECURL_HOST_MAX];
+    char errbuf[CURL_ERROR_SIZE];
+    double started_ms;
+    /* results, valid after ecurl_transfer_complete() */
+    CURLcode code;
+    long status;
+    int reused;
+    double elapsed_ms;
+} ecurl_transfer;
+
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
+/* Once per process; later calls are no-ops. 0 on success. */
+int ecurl_global_init(void);
+
+void ecurl_transfer_init(ecurl_transfer *tr);
+int ecurl_transfer_begin(ecurl_transfer *tr, const ecurl_config *cfg, const ecurl_request *req,
+                         ecurl_error *err);
+int ecurl_transfer_add_header(ecurl_transfer *tr, const char *name, size_t nlen, const char *value,
+                              size_t vlen, ecurl_error *err);
+int ecurl_transfer_setup(ecurl_transfer *tr, CURL *easy, const ecurl_config *cfg,
+                         const ecurl_request *req, ecurl_error *err);
+void ecurl_transfer_complete(ecurl_transfer *tr, CURLcode code);
+/* 1 and fills err when the exchange failed; 0 when there is a response. */
+int ecurl_transfer_error(const ecurl_transfer *tr, const ecurl_config *cfg, ecurl_error *err);
+/* Walks the final response's header fields; the name is lowercased in place. */
+int ecurl_transfer_next_header(ecurl_transfer *tr, size_t *pos, const char **name, size_t *nlen,
+                               const char **value, size_t *vlen);
+void ecurl_transfer_release(ecurl_transfer *tr);
+
+void ecurl_error_set(ecurl_error *err, ecurl_kind kind, int retryable, int curl_code,
+                     const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
+const char *ecurl_kind_name(ecurl_kind kind);
+/* Header-value rule shared with the user_agent option: no CTL except TAB. */
+int ecurl_valid_field_value(const char *v, size_t len);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
+
+#endif
