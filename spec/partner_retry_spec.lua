@@ -196,7 +196,19 @@ describe("requests as sent", function()
     assert.equal("req-1", err.request_id)
     assert.equal(400, meta.status)
     assert.is_false(err.retryable)
-    assert.matches("HTTP 400 Bad Request: grants.2.amountMicroDollars", tostring(err))
+    assert.equal("endaoment.partner: http: Bad Request: grants.2.amountMicroDollars must be a number string " ..
+      "(field grants[3].amountMicroDollars) [HTTP 400]", tostring(err))
+  end)
+
+  it("sets field only for validation messages", function()
+    local t = scripted({ { status = 404, body = '{"statusCode":404,"message":"Fund x not found","error":"Not Found"}' },
+      { status = 400, body = '{"statusCode":400,"message":["An acting user is required"],"error":"Bad Request"}' } })
+    local c = client(t)
+    local _, err = c:whoami()
+    assert.is_nil(err.field)
+    assert.same({ "Fund x not found" }, err.messages)
+    _, err = c:whoami()
+    assert.is_nil(err.field)
   end)
 
   it("reports a 2xx body that is not JSON as kind decode", function()

@@ -226,11 +226,12 @@ do
   end
 end
 
+-- Validation messages start with the field path ("grants.2.amountMicroDollars
+-- must be ..."); class-validator's a.0.b becomes a[1].b, as Lua users index.
 local function first_field(messages)
-  local m = type(messages) == "table" and messages[1] or messages
+  local m = messages[1]
   if type(m) ~= "string" then return nil end
-  local f = m:match("^([%w_]+[%w_%.%[%]]*) ")
-  -- class-validator writes nested paths as a.0.b: present them as a[1].b
+  local f = m:match("^([a-z][%w_]*[%w_%.]*) ")
   if f then
     f = f:gsub("%.(%d+)", function(i) return "[" .. (tonumber(i) + 1) .. "]" end)
   end
@@ -238,10 +239,11 @@ local function first_field(messages)
 end
 
 local function http_error(res, decoded)
-  local messages, text
+  local messages, text, field
   if type(decoded) == "table" then
     if type(decoded.message) == "table" then
       messages = decoded.message
+      field = first_field(messages)
       local parts = {}
       for i, m in ipairs(messages) do parts[i] = tostring(m) end
       text = table.concat(parts, "; ")
@@ -253,10 +255,10 @@ local function http_error(res, decoded)
   local reason = type(decoded) == "table" and type(decoded.error) == "string" and decoded.error or nil
   local body = res.body or ""
   if #body > MAX_ERROR_BODY then body = body:sub(1, MAX_ERROR_BODY) .. "...(truncated)" end
-  local message = string.format("HTTP %d%s%s", res.status, reason and (" " .. reason) or "",
-    text and (": " .. text) or "")
+  -- tostring(err) appends "[HTTP <status>]"; the message carries the reason.
+  local message = (reason or ("HTTP " .. res.status)) .. (text and (": " .. text) or "")
   return new_error("http", message, {
-    status = res.status, messages = messages, field = messages and first_field(messages) or nil,
+    status = res.status, messages = messages, field = field,
     retryable = retry.RETRYABLE_STATUS[res.status] == true, body = body,
     request_id = res.headers and res.headers["x-request-id"] or nil,
   })
