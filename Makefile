@@ -74,5 +74,15 @@ demo: deps
 	@$(MAKE) --no-print-directory build
 	@sh scripts/demo.sh
 
+# The specs that run our C code, under valgrind: zero errors, zero definite leaks.
+# (Servers the specs start are separate processes and are not traced.)
+MEMCHECK_SPECS ?= spec/core_spec.lua spec/curl_transport_spec.lua spec/partner_retry_spec.lua spec/partner_client_spec.lua
+memcheck: deps
+	@sh scripts/deps.sh memcheck
+	@$(MAKE) --no-print-directory build
+	LUA_PATH="./lua/?.lua;./lua/?/init.lua;./?.lua;;" LUA_CPATH="./$(BUILD)/?.so;;" \
+	valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 \
+	  $(LUA) $(BUSTED) $(MEMCHECK_SPECS)
+
 clean:
 	rm -rf build

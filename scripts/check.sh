@@ -29,7 +29,9 @@ run_suite() { # name, interpreter, then busted arguments
   name=$1; shift
   echo "== suite: $name"
   interp=$1; shift
-  "$interp" "$BUSTED" --output=utfTerminal "$@" >"$log" 2>&1
+  # $interp may be a command with arguments (valgrind ... lua5.4).
+  # shellcheck disable=SC2086
+  $interp "$BUSTED" --output=utfTerminal "$@" >"$log" 2>&1
   rc=$?
   cat "$log"
   # busted's summary: "12 successes / 0 failures / 1 error / 0 pending : 0.2 seconds"
@@ -51,6 +53,49 @@ run_suite() { # name, interpreter, then busted arguments
 }
 
 run_suite "$LUA" "$LUA" spec
+# The C modules and the client on the 5.1 API (LuaJIT, as OpenResty uses it).
+if command -v luajit >/dev/null 2>&1 && [ -f /usr/include/luajit-2.1/lua.h ]; then
+  if make --no-print-directory build LUA=luajit >"$log" 2>&1; then
+    LUA_CPATH="./build/luajit/?.so;;" run_suite "luajit" luajit spec/core_spec.lua spec/partner_retry_spec.lua \
+      spec/partner_client_spec.lua spec/curl_transport_spec.lua spec/journey_spec.lua
+  else
+    cat "$log"; echo "luajit build: FAILED"; failed=$((failed + 1))
+  fi
+fi
+# The rockspec builds and installs a rock that loads (kept true with the tree).
+if command -v luarocks >/dev/null 2>&1; then
+  tree=$(mktemp -d)
+  incdir=$(pkg-config --variable=includedir libcurl 2>/dev/null)
+  multi=$(gcc -print-multiarch 2>/dev/null)
+  [ -n "$multi" ] && [ -f "/usr/include/$multi/curl/curl.h" ] && incdir="/usr/include/$multi"
+  if luarocks --lua-version 5.4 --tree "$tree" make --deps-mode none rockspec/endaoment-partner-scm-1.rockspec \
+       CURL_INCDIR="$incdir" >"$log" 2>&1 &&
+     LUA_PATH="$tree/share/lua/5.4/?.lua;;" LUA_CPATH="$tree/lib/lua/5.4/?.so;;" lua5.4 -e \
+       'local p = require "endaoment.partner"; require "endaoment.partner.curl"; require "endaoment.partner.fs"
+        require "endaoment.partner.journey"; require "endaoment.sandbox"; assert(p.is_uuid(p.uuid4()))' >>"$log" 2>&1 &&
+     [ -x "$tree/bin/endaoment-journey" ] && [ -x "$tree/bin/endaoment-sandbox" ]; then
+    passed=$((passed + 1)); echo "== rock install: ok"
+  else
+    cat "$log"; echo "== rock install: FAILED"; failed=$((failed + 1))
+  fi
+  rm -rf "$tree"
+fi
+# Our C code under valgrind: an error or a definite leak fails the suite even
+# when every assertion passed (valgrind's exit code).
+if command -v valgrind >/dev/null 2>&1; then
+  run_suite "valgrind" "valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 $LUA" \
+    spec/core_spec.lua spec/curl_transport_spec.lua spec/partner_retry_spec.lua spec/partner_client_spec.lua
+fi
+# One source tree for every Lua: the 5.1 and 5.3 builds must compile cleanly.
+for v in lua5.1 lua5.3; do
+  if pkg-config --exists "$v" 2>/dev/null; then
+    if make --no-print-directory build LUA="$v" >"$log" 2>&1; then
+      passed=$((passed + 1)); echo "== build $v: ok"
+    else
+      cat "$log"; echo "== build $v: FAILED"; failed=$((failed + 1))
+    fi
+  fi
+done
 # The emulator is pure Lua and must also run on the 5.1 API (LuaJIT, nginx).
 if command -v lua5.1 >/dev/null 2>&1; then
   run_suite "lua5.1 emulator" lua5.1 spec/sandbox_emulator_spec.lua

@@ -7,10 +7,12 @@ set -eu
 
 want_base="lua5.4 liblua5.4-dev lua5.1 lua-cjson lua-socket lua-busted lua-check
   libcurl4-openssl-dev uuid-dev pkg-config gcc make curl ca-certificates
-  nginx-core openssl"
+  nginx-core openssl luajit2 libluajit2-5.1-dev liblua5.1-0-dev liblua5.3-dev valgrind
+  luarocks"
 want_luajit="luajit2 libluajit2-5.1-dev"
 want_nginx="nginx-core libnginx-mod-http-lua openssl"
 want_bench="wrk valgrind"
+want_memcheck="valgrind"
 
 sets="${*:-base}"
 pkgs=""
@@ -20,6 +22,7 @@ for s in $sets; do
     luajit) pkgs="$pkgs $want_luajit" ;;
     nginx) pkgs="$pkgs $want_nginx" ;;
     bench) pkgs="$pkgs $want_bench" ;;
+    memcheck) pkgs="$pkgs $want_memcheck" ;;
     all) pkgs="$pkgs $want_base $want_luajit $want_nginx $want_bench" ;;
     *) echo "deps.sh: unknown set '$s' (base, luajit, nginx, bench, all)" >&2; exit 2 ;;
   esac

@@ -291,7 +291,9 @@ describe("endaoment.partner.curl", function()
       assert.same({}, logged())
     end)
 
-    it("is closed by a to-be-closed variable (Lua 5.4)", function()
+    -- Only Lua 5.4 has to-be-closed variables; elsewhere the case shows as pending.
+    local it54 = _VERSION >= "Lua 5.4" and it or pending
+    it54("is closed by a to-be-closed variable (Lua 5.4)", function()
       -- load() keeps this file parseable by Lua 5.1 tools.
       local chunk = assert(load([[
         local curl, url = ...
