@@ -25,9 +25,37 @@ test_dependencies = {
 test = {
   type = "busted",
 }
+external_dependencies = {
+  CURL = { header = "curl/curl.h", library = "curl" },
+  UUID = { header = "uuid/uuid.h", library = "uuid" },
+}
 build = {
   type = "builtin",
   modules = {
+    ["endaoment.partner.core"] = {
+      sources = { "csrc/core.c", "csrc/core_json.c", "csrc/core_prepare.c", "csrc/core_utf8.c",
+        "csrc/core_validate.c", "csrc/strbuf.c" },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+      incdirs = { "csrc", "$(UUID_INCDIR)" },
+      libdirs = { "$(UUID_LIBDIR)" },
+      libraries = { "uuid" },
+    },
+    ["endaoment.partner.curl"] = {
+      sources = { "csrc/curl.c", "csrc/curl_transfer.c", "csrc/strbuf.c" },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+      incdirs = { "csrc", "$(CURL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)" },
+      libraries = { "curl" },
+    },
+    ["endaoment.partner.fs"] = {
+      sources = { "csrc/fs.c" },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+      incdirs = { "csrc" },
+    },
+    ["endaoment.partner"] = "lua/endaoment/partner.lua",
+    ["endaoment.partner.retry"] = "lua/endaoment/partner/retry.lua",
+    ["endaoment.partner.journey"] = "lua/endaoment/partner/journey.lua",
+    ["endaoment.partner.transport.curl"] = "lua/endaoment/partner/transport/curl.lua",
     ["endaoment.sandbox"] = "lua/endaoment/sandbox.lua",
     ["endaoment.sandbox.json"] = "lua/endaoment/sandbox/json.lua",
     ["endaoment.sandbox.rules"] = "lua/endaoment/sandbox/rules.lua",
@@ -35,6 +63,7 @@ build = {
   install = {
     bin = {
       ["endaoment-sandbox"] = "bin/endaoment-sandbox",
+      ["endaoment-journey"] = "bin/endaoment-journey",
     },
   },
   copy_directories = { "docs", "examples" },

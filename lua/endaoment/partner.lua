@@ -280,7 +280,7 @@ function Client:_send(req, meta)
     end
     if self.transport.sleep then self.transport:sleep(wait) end
   end
-  meta.elapsed_ms = math.floor(wall_ms() - t0 + 0.5)
+  meta.elapsed_ms = math.floor((wall_ms() - t0) * 10 + 0.5) / 10
   if not res then
     local kind = terr and terr.kind or "network"
     if kind == "too_large" then kind = "network" end

@@ -1,0 +1,296 @@
+-- endaoment.partner.journey and bin/endaoment-journey against the sandbox.
+local partner = require "endaoment.partner"
+local journey = require "endaoment.partner.journey"
+local cjson = require "cjson"
+local socket = require "socket"
+local server = require "spec.helpers.sandbox_server"
+local http = require "spec.helpers.rawhttp"
+
+local RED_CROSS = "5b6e6b8e-3f0a-4c47-9a51-000000000001"
+local srv, client
+
+local function control(method, path, body)
+  local res = http.request(srv.url, method, path, body and { ["content-type"] = "application/json" } or {},
+    body and cjson.encode(body) or nil)
+  return res.status, cjson.decode(res.body)
+end
+
+local function logged(path)
+  local _, r = control("GET", "/__sandbox/requests" .. (path and ("?path=" .. path) or ""))
+  return r.requests
+end
+
+local function count(t)
+  local n = 0
+  for _ in pairs(t or {}) do n = n + 1 end
+  return n
+end
+
+local function plan()
+  return {
+    user = { partnerUserIdentifier = "journey-user-0000001", firstName = "Ada", lastName = "Lovelace",
+      email = "ada@example.com", address = { line1 = "1 Main St", city = "New York", country = "USA" } },
+    fund = { name = "Journey DAF", partnerAccountIdentifier = "journey-account-00001", type = "Private" },
+    donations = {
+      { kind = "cash", pledgedAmountMicroDollars = "125000000", partnerOperationId = "j-cash-1" },
+      { kind = "stock", donationValueMicroDollars = "1507500000", partnerOperationId = "j-stock-1",
+        stockPledgeData = { ticker = "AAPL", shares = 10 } },
+    },
+    grant = {
+      inboundCustodianTransfer = { amountMicroDollars = "125000000", partnerFundingTransferId = "j-journal-1",
+        sourcePartnerAccountIdentifier = "journey-omnibus-00001", settledAtUtc = "2026-05-04T14:32:01.000Z" },
+      grants = { { amountMicroDollars = "100000000", destinationOrgId = RED_CROSS } },
+    },
+    missing_orgs = { { name = "Tiny Food Bank", ein = "12-3456789" } },
+  }
+end
+
+local function tmpfile()
+  local p = os.tmpname()
+  os.remove(p)
+  return p
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+setup(function()
+  srv = assert(server.start())
+  client = partner.new({ api_key = "sandbox-key", base_url = srv.url, retry_base_ms = 20, retry_cap_ms = 50 })
+end)
+
+teardown(function()
+  client:close()
+  srv.stop()
+end)
+
+before_each(function()
+  control("POST", "/__sandbox/reset")
+end)
+
+describe("journey.run", function()
+  it("runs the five steps and wires each id into the next", function()
+    local seen = {}
+    local result, err = journey.run(client, plan(), { on_step = function(s) seen[#seen + 1] = s end })
+    assert.is_nil(err)
+    assert.equal(6, #seen)
+    local names = {}
+    for i, s in ipairs(seen) do names[i] = s.n .. ":" .. s.name .. ":" .. s.outcome end
+    assert.same({ "1:provision_user:created", "2:create_fund:created", "3:record_cash_donation:created",
+      "3:record_stock_donation:created", "4:submit_grant:created", "5:report_missing_org:created" }, names)
+    local user, fund = result.user, result.fund
+    -- user id -> acting user of the fund and the pledges
+    assert.equal(user.id, logged("/v1/funds/partner")[1].headers["x-endaoment-user-id"])
+    assert.equal(user.id, logged("/v1/donation-pledges/partner/cash-settled")[1].headers["x-endaoment-user-id"])
+    -- fund id -> receivingFundId and originFundId; fund account -> destination account
+    local pledge = cjson.decode(logged("/v1/donation-pledges/partner/stock-settled")[1].body)
+    assert.equal(fund.id, pledge.receivingFundId)
+    local sub = cjson.decode(logged("/v1/transfers/partner/grant-submissions")[1].body)
+    assert.equal(fund.id, sub.originFundId)
+    assert.equal("journey-account-00001", sub.inboundCustodianTransfer.destinationPartnerAccountIdentifier)
+    assert.equal("Accepted", result.grant.status)
+    assert.equal(2, #result.donations)
+    assert.equal(1, #result.missing_orgs)
+    assert.equal("1632500000", assert(client:get_fund(fund.id)).usdcBalance)
+  end)
+
+  it("validates the whole plan first: a bad plan sends nothing and names the field", function()
+    local p = plan()
+    p.donations[2].donationValueMicroDollars = "15.5"
+    local result, err = journey.run(client, p)
+    assert.is_nil(result)
+    assert.equal("invalid", err.kind)
+    assert.equal("donations[2].donationValueMicroDollars", err.field)
+    assert.equal(0, #logged())
+    p = plan()
+    p.donations[1].kind = "bitcoin"
+    result, err = journey.run(client, p)
+    assert.is_nil(result)
+    assert.equal("donations[1].kind", err.field)
+    p = plan()
+    p.fund = nil
+    result, err = journey.run(client, p)
+    assert.is_nil(result)
+    assert.equal("donations[1].receivingFundId", err.field)
+    p = plan()
+    p.colour = "red"
+    result, err = journey.run(client, p)
+    assert.is_nil(result)
+    assert.equal("colour", err.field)
+    assert.equal(0, #logged())
+  end)
+
+  it("skips absent parts", function()
+    local result, err = journey.run(client, { missing_orgs = { { name = "Only A Report", ein = "98-7654321" } } })
+    assert.is_nil(err)
+    assert.equal(1, #result.steps)
+    assert.equal(1, #logged())
+  end)
+
+  it("resumes from the state file: finished steps are not sent again", function()
+    local state = tmpfile()
+    finally(function() os.remove(state) end)
+    assert(journey.run(client, plan(), { state_file = state }))
+    local sent = #logged()
+    local result = assert(journey.run(client, plan(), { state_file = state }))
+    assert.equal(sent, #logged())
+    for _, s in ipairs(result.steps) do assert.equal("skipped", s.outcome) end
+    assert.is_string(result.fund.id)
+  end)
+
+  it("re-sends an unfinished step with its saved key after a failure", function()
+    local state = tmpfile()
+    finally(function() os.remove(state) end)
+    control("POST", "/__sandbox/faults", { path = "/v1/transfers/partner/grant-submissions", status = 500,
+      after = true, count = 3 })
+    local result, err = journey.run(client, plan(), { state_file = state })
+    assert.is_nil(result)
+    assert.equal("grant", err.step)
+    local saved = cjson.decode(read_file(state))
+    assert.equal("sent", saved.steps.grant.status)
+    local key = saved.steps.grant.idempotencyKey
+    result = assert(journey.run(client, plan(), { state_file = state }))
+    assert.equal("Accepted", result.grant.status)
+    for _, r in ipairs(logged("/v1/transfers/partner/grant-submissions")) do
+      assert.equal(key, cjson.decode(r.body).idempotencyKey)
+    end
+    local _, st = control("GET", "/__sandbox/state")
+    assert.equal(1, count(st.submissions))
+  end)
+
+  it("refuses a state file from another plan, or a changed unfinished step", function()
+    local state = tmpfile()
+    finally(function() os.remove(state) end)
+    assert(journey.run(client, plan(), { state_file = state }))
+    local other = plan()
+    other.user.partnerUserIdentifier = "another-user-0000001"
+    local _, err = journey.run(client, other, { state_file = state })
+    assert.equal("config", err.kind)
+    assert.matches("another journey", err.message)
+    local changed = plan()
+    changed.donations[1].pledgedAmountMicroDollars = "999"
+    _, err = journey.run(client, changed, { state_file = state })
+    assert.equal("config", err.kind)
+    assert.matches("donations%[1%] differs", err.message)
+  end)
+
+  it("refuses a corrupt state file and leaves it untouched", function()
+    local state = tmpfile()
+    finally(function() os.remove(state) end)
+    local f = assert(io.open(state, "wb"))
+    f:write('{"format":"endaoment-journey/1","steps":')
+    f:close()
+    local _, err = journey.run(client, plan(), { state_file = state })
+    assert.equal("config", err.kind)
+    assert.matches("corrupt", err.message)
+    assert.equal('{"format":"endaoment-journey/1","steps":', read_file(state))
+    assert.equal(0, #logged())
+  end)
+end)
+
+describe("bin/endaoment-journey", function()
+  local plan_file
+  before_each(function()
+    plan_file = tmpfile() .. ".json"
+    local f = assert(io.open(plan_file, "wb"))
+    f:write(cjson.encode(plan()))
+    f:close()
+  end)
+  after_each(function()
+    os.remove(plan_file)
+    os.remove(plan_file .. ".state.json")
+  end)
+
+  local function env()
+    return "ENDAOMENT_API_KEY=sandbox-key ENDAOMENT_BASE_URL=" .. srv.url .. " "
+  end
+
+  it("prints one line per step and a summary, and exits 0", function()
+    local p = io.popen(env() .. "lua5.4 bin/endaoment-journey " .. plan_file .. " 2>&1; echo EXIT=$?")
+    local out = p:read("*a")
+    p:close()
+    assert.matches("step 1/5 user%s+created", out)
+    assert.matches("step 4/5 grant%s+created", out)
+    assert.matches("step 5/5 missing_orgs%[1%]%s+created", out)
+    assert.matches("journey complete: 6 steps", out)
+    assert.matches("EXIT=0", out)
+  end)
+
+  it("prints JSON with --json and exits 1 on a failed step", function()
+    local p = io.popen(env() .. "lua5.4 bin/endaoment-journey --json --no-state " .. plan_file .. " 2>/dev/null")
+    local doc = cjson.decode(p:read("*a"))
+    p:close()
+    assert.is_true(doc.ok)
+    assert.is_string(doc.results.fund.id)
+    control("POST", "/__sandbox/faults", { path = "/v1/funds/partner", status = 403 })
+    p = io.popen(env() .. "lua5.4 bin/endaoment-journey --no-state " .. plan_file .. " 2>&1; echo EXIT=$?")
+    local out = p:read("*a")
+    p:close()
+    assert.matches("failed", out)
+    assert.matches("EXIT=1", out)
+  end)
+
+  it("starts the sandbox itself when no target is configured", function()
+    local p = io.popen("env -u ENDAOMENT_BASE_URL -u ENDAOMENT_ENV -u ENDAOMENT_API_KEY " ..
+      "lua5.4 bin/endaoment-journey examples/plan.json 2>&1; echo EXIT=$?")
+    local out = p:read("*a")
+    p:close()
+    assert.matches("embedded sandbox at http://127%.0%.0%.1:%d+", out)
+    assert.matches("journey complete", out)
+    assert.matches("EXIT=0", out)
+  end)
+
+  it("never reaches production unless it is named", function()
+    local p = io.popen("env -u ENDAOMENT_BASE_URL -u ENDAOMENT_ENV ENDAOMENT_API_KEY=live-key " ..
+      "lua5.4 bin/endaoment-journey " .. plan_file .. " 2>&1; echo EXIT=$?")
+    local out = p:read("*a")
+    p:close()
+    assert.matches("name the environment", out)
+    assert.matches("EXIT=2", out)
+  end)
+
+  -- Crash safety, for real: kill -9 the journey after a step's request reached
+  -- the sandbox and before its answer was saved, then resume.
+  describe("killed mid-step and resumed", function()
+    local paths = {
+      "/v1/auth/partner/users", "/v1/funds/partner", "/v1/donation-pledges/partner/cash-settled",
+      "/v1/donation-pledges/partner/stock-settled", "/v1/transfers/partner/grant-submissions",
+      "/v1/missing-org-reports/tech-platform",
+    }
+    for _, path in ipairs(paths) do
+      it("at " .. path .. ": exactly one of everything", function()
+        local state = plan_file .. ".state.json"
+        -- The sandbox commits the request, then holds the answer back.
+        control("POST", "/__sandbox/faults", { path = path, delayMs = 5000 })
+        local p = io.popen("echo $$; " .. env() .. "exec lua5.4 bin/endaoment-journey --quiet --state " ..
+          state .. " " .. plan_file .. " >/dev/null 2>&1")
+        local pid = p:read("*l")
+        local deadline = socket.gettime() + 10
+        while #logged(path) == 0 and socket.gettime() < deadline do socket.sleep(0.02) end
+        assert.equal(1, #logged(path), "the request never reached the sandbox")
+        os.execute("kill -KILL " .. pid)
+        p:close()
+        control("DELETE", "/__sandbox/faults")
+        local r = io.popen(env() .. "lua5.4 bin/endaoment-journey --state " .. state .. " " .. plan_file ..
+          " 2>&1; echo EXIT=$?")
+        local out = r:read("*a")
+        r:close()
+        assert.matches("EXIT=0", out)
+        local _, st = control("GET", "/__sandbox/state")
+        assert.equal(1, count(st.users))
+        assert.equal(1, count(st.funds))
+        assert.equal(2, count(st.pledges))
+        assert.equal(1, count(st.submissions))
+        assert.equal(1, count(st.reports))
+        local _, fundlist = control("GET", "/__sandbox/state")
+        local fund_id = next(fundlist.funds)
+        assert.equal("1632500000", st.funds[fund_id].usdcBalance)
+      end)
+    end
+  end)
+end)
