@@ -55,7 +55,8 @@ run_suite() { # name, interpreter, then busted arguments
 run_suite "$LUA" "$LUA" spec
 # The C modules and the client on the 5.1 API (LuaJIT, as OpenResty uses it).
 if command -v luajit >/dev/null 2>&1 && [ -f /usr/include/luajit-2.1/lua.h ]; then
-  if make --no-print-directory build LUA=luajit >"$log" 2>&1; then
+  # BUILD is exported for the main suite: name each tree explicitly.
+  if make --no-print-directory build LUA=luajit BUILD=build/luajit >"$log" 2>&1; then
     LUA_CPATH="./build/luajit/?.so;;" run_suite "luajit" luajit spec/core_spec.lua spec/partner_retry_spec.lua \
       spec/partner_client_spec.lua spec/curl_transport_spec.lua spec/journey_spec.lua
   else
@@ -65,11 +66,14 @@ fi
 # The rockspec builds and installs a rock that loads (kept true with the tree).
 if command -v luarocks >/dev/null 2>&1; then
   tree=$(mktemp -d)
+  # luarocks builds in the source directory; a scratch copy keeps ours clean.
+  src=$(mktemp -d)
+  cp -r csrc lua bin docs examples rockspec "$src/"
   incdir=$(pkg-config --variable=includedir libcurl 2>/dev/null)
   multi=$(gcc -print-multiarch 2>/dev/null)
   [ -n "$multi" ] && [ -f "/usr/include/$multi/curl/curl.h" ] && incdir="/usr/include/$multi"
-  if luarocks --lua-version 5.4 --tree "$tree" make --deps-mode none rockspec/endaoment-partner-scm-1.rockspec \
-       CURL_INCDIR="$incdir" >"$log" 2>&1 &&
+  if (cd "$src" && luarocks --lua-version 5.4 --tree "$tree" make --deps-mode none \
+       rockspec/endaoment-partner-scm-1.rockspec CURL_INCDIR="$incdir") >"$log" 2>&1 &&
      LUA_PATH="$tree/share/lua/5.4/?.lua;;" LUA_CPATH="$tree/lib/lua/5.4/?.so;;" lua5.4 -e \
        'local p = require "endaoment.partner"; require "endaoment.partner.curl"; require "endaoment.partner.fs"
         require "endaoment.partner.journey"; require "endaoment.sandbox"; assert(p.is_uuid(p.uuid4()))' >>"$log" 2>&1 &&
@@ -78,7 +82,7 @@ if command -v luarocks >/dev/null 2>&1; then
   else
     cat "$log"; echo "== rock install: FAILED"; failed=$((failed + 1))
   fi
-  rm -rf "$tree"
+  rm -rf "$tree" "$src"
 fi
 # Our C code under valgrind: an error or a definite leak fails the suite even
 # when every assertion passed (valgrind's exit code).
@@ -89,7 +93,8 @@ fi
 # One source tree for every Lua: the 5.1 and 5.3 builds must compile cleanly.
 for v in lua5.1 lua5.3; do
   if pkg-config --exists "$v" 2>/dev/null; then
-    if make --no-print-directory build LUA="$v" >"$log" 2>&1; then
+    if make --no-print-directory build LUA="$v" BUILD="build/$v" >"$log" 2>&1 &&
+       [ -f "build/$v/endaoment/partner/core.so" ] && [ -f "build/$v/endaoment/partner/curl.so" ]; then
       passed=$((passed + 1)); echo "== build $v: ok"
     else
       cat "$log"; echo "== build $v: FAILED"; failed=$((failed + 1))
