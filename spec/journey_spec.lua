@@ -4,21 +4,12 @@ local journey = require "endaoment.partner.journey"
 local cjson = require "cjson"
 local socket = require "socket"
 local server = require "spec.helpers.sandbox_server"
-local http = require "spec.helpers.rawhttp"
 
 local RED_CROSS = "5b6e6b8e-3f0a-4c47-9a51-000000000001"
 local srv, client
 
-local function control(method, path, body)
-  local res = http.request(srv.url, method, path, body and { ["content-type"] = "application/json" } or {},
-    body and cjson.encode(body) or nil)
-  return res.status, cjson.decode(res.body)
-end
-
-local function logged(path)
-  local _, r = control("GET", "/__sandbox/requests" .. (path and ("?path=" .. path) or ""))
-  return r.requests
-end
+local function control(...) return srv.control(...) end
+local function logged(path) return srv.logged(path) end
 
 local function count(t)
   local n = 0

@@ -3,25 +3,15 @@ local partner = require "endaoment.partner"
 local cjson = require "cjson"
 local socket = require "socket"
 local server = require "spec.helpers.sandbox_server"
-local http = require "spec.helpers.rawhttp"
 
 local RED_CROSS = "5b6e6b8e-3f0a-4c47-9a51-000000000001"
 local KEY = "sandbox-key"
 
 local srv, client, seq
 
-local function control(method, path, body)
-  local res = http.request(srv.url, method, path, body and { ["content-type"] = "application/json" } or {},
-    body and cjson.encode(body) or nil)
-  return res.status, cjson.decode(res.body)
-end
-
-local function fault(f) assert.equal(201, (control("POST", "/__sandbox/faults", f))) end
-
-local function logged(path)
-  local _, r = control("GET", "/__sandbox/requests?path=" .. path)
-  return r.requests
-end
+local function control(...) return srv.control(...) end
+local function logged(path) return srv.logged(path) end
+local function fault(f) srv.fault(f) end
 
 local function ident(prefix)
   seq = (seq or 0) + 1

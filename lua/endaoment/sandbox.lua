@@ -613,23 +613,26 @@ function H.cancel_async_grant(self, ctx)
   return reply(200, self:_grant_view(g))
 end
 
-function H.get_fund(self, ctx)
+-- The reads of one fund: auth, a UUID in the path, a fund of this partner.
+function Emu:_path_fund(ctx)
   local p, e = self:_auth(ctx.h, "either")
-  if not p then return e end
+  if not p then return nil, e end
   local id = ctx.params[1]
-  if not rules.is_uuid(id) then return fail(400, "Validation failed (uuid is expected)") end
+  if not rules.is_uuid(id) then return nil, fail(400, "Validation failed (uuid is expected)") end
   local f = self:_fund_of(p, id:lower())
-  if not f then return fail(404, "Fund " .. id .. " not found") end
+  if not f then return nil, fail(404, "Fund " .. id .. " not found") end
+  return f
+end
+
+function H.get_fund(self, ctx)
+  local f, e = self:_path_fund(ctx)
+  if not f then return e end
   return reply(200, fund_view(f))
 end
 
 function H.fund_grants(self, ctx)
-  local p, e = self:_auth(ctx.h, "either")
-  if not p then return e end
-  local id = ctx.params[1]
-  if not rules.is_uuid(id) then return fail(400, "Validation failed (uuid is expected)") end
-  local f = self:_fund_of(p, id:lower())
-  if not f then return fail(404, "Fund " .. id .. " not found") end
+  local f, e = self:_path_fund(ctx)
+  if not f then return e end
   local list = {}
   for _, g in pairs(self.state.grants) do
     if g.fundId == f.id then list[#list + 1] = g end

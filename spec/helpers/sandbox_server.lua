@@ -44,6 +44,23 @@ function M.start(args)
     srv.pipe:close()
     os.remove(srv.errlog)
   end
+  -- Test controls (see README): JSON in, decoded JSON out.
+  function srv.control(method, path, body)
+    local http = require "spec.helpers.rawhttp"
+    local cjson = require "cjson"
+    local res = assert(http.request(srv.url, method, path,
+      body and { ["content-type"] = "application/json" } or {}, body and cjson.encode(body) or nil))
+    return res.status, cjson.decode(res.body)
+  end
+  function srv.fault(f)
+    local status, r = srv.control("POST", "/__sandbox/faults", f)
+    assert(status == 201, "fault not queued: " .. tostring(r and r.message))
+  end
+  -- The request log, optionally for one path.
+  function srv.logged(path)
+    local _, r = srv.control("GET", "/__sandbox/requests" .. (path and ("?path=" .. path) or ""))
+    return r.requests
+  end
   function srv.stderr()
     local f = io.open(srv.errlog); if not f then return "" end
     local s = f:read("a"); f:close(); return s
