@@ -58,7 +58,8 @@ if command -v luajit >/dev/null 2>&1 && [ -f /usr/include/luajit-2.1/lua.h ]; th
   # BUILD is exported for the main suite: name each tree explicitly.
   if make --no-print-directory build LUA=luajit BUILD=build/luajit >"$log" 2>&1; then
     LUA_CPATH="./build/luajit/?.so;;" run_suite "luajit" luajit spec/core_spec.lua spec/partner_retry_spec.lua \
-      spec/partner_client_spec.lua spec/curl_transport_spec.lua spec/journey_spec.lua
+      spec/partner_client_spec.lua spec/curl_transport_spec.lua spec/journey_spec.lua spec/partner_tls_spec.lua \
+      spec/readme_spec.lua
   else
     cat "$log"; echo "luajit build: FAILED"; failed=$((failed + 1))
   fi
