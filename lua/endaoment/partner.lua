@@ -216,15 +216,19 @@ local MAX_ERROR_BODY = 2048
 
 local wall_ms
 do
-  local ok, socket = pcall(require, "socket")
-  if ok and socket.gettime then
-    wall_ms = function() return socket.gettime() * 1000 end
-  elseif type(ngx) == "table" and ngx.now then
-    wall_ms = function() return ngx.now() * 1000 end
+  local ok, socket
+  if ngx and ngx.now then
+    wall_ms = function() ngx.update_time(); return ngx.now() * 1000 end
   else
-    wall_ms = function() return os.time() * 1000 end
+    ok, socket = pcall(require, "socket")
+    if ok and socket.gettime then
+      wall_ms = function() return socket.gettime() * 1000 end
+    else
+      wall_ms = function() return os.time() * 1000 end
+    end
   end
 end
+M._wall_ms = wall_ms
 
 -- Validation messages start with the field path ("grants.2.amountMicroDollars
 -- must be ..."); class-validator's a.0.b becomes a[1].b, as Lua users index.
@@ -265,22 +269,8 @@ local function http_error(res, decoded)
 end
 
 -- Sends req with the retry policy; returns result, err, meta.
-function Client:_send(req, meta)
-  local t0 = wall_ms()
-  local attempt = 0
-  local res, terr
-  while true do
-    attempt = attempt + 1
-    meta.attempts = attempt
-    res, terr = self.transport:request(req)
-    local wait = retry.decide(attempt, self.retry, res, terr, self.random)
-    if not wait then break end
-    if self.on_retry then
-      self.on_retry({ attempt = attempt, wait_ms = wait, status = res and res.status, err = terr })
-    end
-    if self.transport.sleep then self.transport:sleep(wait) end
-  end
-  meta.elapsed_ms = math.floor((wall_ms() - t0) * 10 + 0.5) / 10
+-- One finished exchange (or transport failure) -> result, err, meta.
+function Client._finish(_, res, terr, meta)
   if not res then
     local kind = terr and terr.kind or "network"
     if kind == "too_large" then kind = "network" end
@@ -311,6 +301,33 @@ function Client:_send(req, meta)
     return decoded, nil, meta
   end
   return nil, http_error(res, decoded), meta
+end
+
+-- After attempt n: ms to wait before the next, or nil to stop. Shared by
+-- the blocking loop below and the async client.
+function Client:_retry_wait(attempt, res, terr)
+  local wait = retry.decide(attempt, self.retry, res, terr, self.random)
+  if wait and self.on_retry then
+    self.on_retry({ attempt = attempt, wait_ms = wait, status = res and res.status, err = terr })
+  end
+  return wait
+end
+
+-- Sends req with the retry policy, blocking (or yielding, under nginx).
+function Client:_send(req, meta)
+  local t0 = wall_ms()
+  local attempt = 0
+  local res, terr
+  while true do
+    attempt = attempt + 1
+    meta.attempts = attempt
+    res, terr = self.transport:request(req)
+    local wait = self:_retry_wait(attempt, res, terr)
+    if not wait then break end
+    if self.transport.sleep then self.transport:sleep(wait) end
+  end
+  meta.elapsed_ms = math.floor((wall_ms() - t0) * 10 + 0.5) / 10
+  return self:_finish(res, terr, meta)
 end
 
 function Client:_headers(auth, opts, has_body)
@@ -368,30 +385,33 @@ local function check_call_opts(opts)
   return nil
 end
 
-function Client:_call(op, body, opts)
-  opts = opts or {}
-  local spec = OPS[op]
-  local meta = { attempts = 0 }
-  local oerr = check_call_opts(opts)
-  if oerr then return nil, oerr, meta end
-  local json, info = core.prepare(op, body, { strict = self.strict, idempotency_key = opts.idempotency_key })
-  if not json then return nil, info, meta end
-  meta.idempotency_key = info.idempotency_key
-  local headers, herr = self:_headers(spec.auth, opts, true)
-  if not headers then return nil, new_error("config", herr), meta end
-  if spec.acting_user and opts.user_id then
-    headers["x-endaoment-user-id"] = opts.user_id:lower()
-  end
-  for k, v in pairs(opts.headers or {}) do headers[k:lower()] = v end
-  return self:_send({
-    method = spec[1], url = self.base_url .. spec[2], headers = headers, body = json,
-    timeout_ms = opts.timeout_ms or self.timeout_ms, connect_timeout_ms = self.connect_timeout_ms,
-  }, meta)
+-- Planners: each public call validates and builds its request here, then
+-- runs it blocking (Client[name]) or asynchronously (Client[name .. "_async"],
+-- see endaoment.partner.async). Returns req, meta or nil, err, meta.
+local PLANNERS = {}
+M._PLANNERS = PLANNERS
+
+local function request_for(self, method, path, headers, body, opts)
+  return { method = method, url = self.base_url .. path, headers = headers, body = body,
+    timeout_ms = opts.timeout_ms or self.timeout_ms, connect_timeout_ms = self.connect_timeout_ms }
 end
 
-for op in pairs(OPS) do
-  Client[op] = function(self, body, opts)
-    return self:_call(op, body, opts)
+for op, spec in pairs(OPS) do
+  PLANNERS[op] = function(self, body, opts)
+    opts = opts or {}
+    local meta = { attempts = 0 }
+    local oerr = check_call_opts(opts)
+    if oerr then return nil, oerr, meta end
+    local json, info = core.prepare(op, body, { strict = self.strict, idempotency_key = opts.idempotency_key })
+    if not json then return nil, info, meta end
+    meta.idempotency_key = info.idempotency_key
+    local headers, herr = self:_headers(spec.auth, opts, true)
+    if not headers then return nil, new_error("config", herr), meta end
+    if spec.acting_user and opts.user_id then
+      headers["x-endaoment-user-id"] = opts.user_id:lower()
+    end
+    for k, v in pairs(opts.headers or {}) do headers[k:lower()] = v end
+    return request_for(self, spec[1], spec[2], headers, json, opts), meta
   end
 end
 
@@ -402,7 +422,7 @@ local function path_id(id, what)
   return id:lower()
 end
 
-function Client:_get(path, auth, opts)
+local function plan_get(self, path, auth, opts)
   opts = opts or {}
   local meta = { attempts = 0 }
   local oerr = check_call_opts(opts)
@@ -410,36 +430,33 @@ function Client:_get(path, auth, opts)
   local headers, herr = self:_headers(auth, opts, false)
   if not headers then return nil, new_error("config", herr), meta end
   for k, v in pairs(opts.headers or {}) do headers[k:lower()] = v end
-  return self:_send({ method = "GET", url = self.base_url .. path, headers = headers,
-    timeout_ms = opts.timeout_ms or self.timeout_ms, connect_timeout_ms = self.connect_timeout_ms }, meta)
+  return request_for(self, "GET", path, headers, nil, opts), meta
 end
 
-function Client:get_fund(id, opts)
-  local fid, err = path_id(id, "id")
-  if not fid then return nil, err, { attempts = 0 } end
-  return self:_get("/v1/funds/" .. fid, self.api_key and "key" or "key_or_bearer", opts)
+local function fund_read(prefix)
+  return function(self, id, opts)
+    local fid, err = path_id(id, "id")
+    if not fid then return nil, err, { attempts = 0 } end
+    return plan_get(self, prefix .. fid, self.api_key and "key" or "key_or_bearer", opts)
+  end
 end
+PLANNERS.get_fund = fund_read("/v1/funds/")
+PLANNERS.list_fund_grants = fund_read("/v1/transfers/grants/fund/")
 
-function Client:list_fund_grants(id, opts)
-  local fid, err = path_id(id, "id")
-  if not fid then return nil, err, { attempts = 0 } end
-  return self:_get("/v1/transfers/grants/fund/" .. fid, self.api_key and "key" or "key_or_bearer", opts)
-end
-
-function Client:find_org_by_ein(ein, opts)
+function PLANNERS.find_org_by_ein(self, ein, opts)
   if type(ein) ~= "string" or not (ein:match("^%d%d%d%d%d%d%d%d%d$") or ein:match("^%d%d%-%d%d%d%d%d%d%d$")) then
     return nil, new_error("invalid", "ein must be 9 digits, with or without a hyphen after the second",
       { field = "ein" }), { attempts = 0 }
   end
   -- Documented as public: the API key is not sent where it is not needed.
-  return self:_get("/v1/orgs/ein/" .. ein, "none", opts)
+  return plan_get(self, "/v1/orgs/ein/" .. ein, "none", opts)
 end
 
-function Client:whoami(opts)
-  return self:_get("/v1/auth/whoami", self.api_key and "key" or "key_or_bearer", opts)
+function PLANNERS.whoami(self, opts)
+  return plan_get(self, "/v1/auth/whoami", self.api_key and "key" or "key_or_bearer", opts)
 end
 
-function Client:cancel_async_grant(id, opts)
+function PLANNERS.cancel_async_grant(self, id, opts)
   opts = opts or {}
   local gid, err = path_id(id, "id")
   if not gid then return nil, err, { attempts = 0 } end
@@ -448,15 +465,13 @@ function Client:cancel_async_grant(id, opts)
   if oerr then return nil, oerr, meta end
   local headers, herr = self:_headers("bearer", opts, false)
   if not headers then return nil, new_error("config", herr), meta end
-  return self:_send({ method = "POST", url = self.base_url .. "/v1/transfers/async-grants/" .. gid .. "/cancel",
-    headers = headers, body = "", timeout_ms = opts.timeout_ms or self.timeout_ms,
-    connect_timeout_ms = self.connect_timeout_ms }, meta)
+  return request_for(self, "POST", "/v1/transfers/async-grants/" .. gid .. "/cancel", headers, "", opts), meta
 end
 
 -- Escape hatch for endpoints not wrapped yet. body: a table (encoded by the
 -- core's generic encoder), a JSON string, or nil. opts.auth picks the
 -- credential: "key" (default), "bearer", "key_or_bearer", "none".
-function Client:request(method, path, body, opts)
+function PLANNERS.request(self, method, path, body, opts)
   opts = opts or {}
   local meta = { attempts = 0 }
   if type(method) ~= "string" or not method:match("^%u+$") then
@@ -485,8 +500,15 @@ function Client:request(method, path, body, opts)
   if not headers then return nil, new_error("config", herr), meta end
   if copts.user_id then headers["x-endaoment-user-id"] = copts.user_id:lower() end
   for k, v in pairs(copts.headers or {}) do headers[k:lower()] = v end
-  return self:_send({ method = method, url = self.base_url .. path, headers = headers, body = json,
-    timeout_ms = copts.timeout_ms or self.timeout_ms, connect_timeout_ms = self.connect_timeout_ms }, meta)
+  return request_for(self, method, path, headers, json, copts), meta
+end
+
+for name, planner in pairs(PLANNERS) do
+  Client[name] = function(self, ...)
+    local req, meta_or_err, meta = planner(self, ...)
+    if not req then return nil, meta_or_err, meta end
+    return self:_send(req, meta_or_err)
+  end
 end
 
 return M
