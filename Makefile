@@ -84,5 +84,12 @@ memcheck: deps
 	valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 \
 	  $(LUA) $(BUSTED) $(MEMCHECK_SPECS)
 
+# A benchmark, not a test: prints each figure as a ratio against a reference
+# measured in the same run (bench/README.md).
+bench: deps
+	@sh scripts/deps.sh bench
+	@$(MAKE) --no-print-directory build
+	@LUA=$(LUA) BUILD=$(BUILD) sh bench/run.sh
+
 clean:
 	rm -rf build

@@ -11,7 +11,7 @@ want_base="lua5.4 liblua5.4-dev lua5.1 lua-cjson lua-socket lua-busted lua-check
   luarocks"
 want_luajit="luajit2 libluajit2-5.1-dev"
 want_nginx="nginx-core libnginx-mod-http-lua openssl"
-want_bench="wrk valgrind"
+want_bench="wrk valgrind nginx-core libnginx-mod-http-lua"
 want_memcheck="valgrind"
 
 sets="${*:-base}"
