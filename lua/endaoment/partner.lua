@@ -156,12 +156,15 @@ local function pick_transport(cfg, choice)
     end
     return choice
   end
-  if choice ~= nil and choice ~= "auto" and choice ~= "curl" and choice ~= "ngx" then
-    error("endaoment.partner.new: transport must be 'auto', 'curl', 'ngx' or a table", 3)
+  if choice ~= nil and choice ~= "auto" and choice ~= "curl" and choice ~= "ngx" and choice ~= "resty_http" then
+    error("endaoment.partner.new: transport must be 'auto', 'curl', 'ngx', 'resty_http' or a table", 3)
   end
+  if choice == "resty_http" then
+    return require("endaoment.partner.transport.ngx").new_resty_http(cfg)
+  end
+  -- Inside nginx, auto never picks libcurl: it would block the worker.
   if choice == "ngx" or ((choice == nil or choice == "auto") and type(ngx) == "table" and ngx.get_phase) then
-    local tngx = require "endaoment.partner.transport.ngx"
-    return tngx.new(cfg)
+    return require("endaoment.partner.transport.ngx").new(cfg)
   end
   local tcurl = require "endaoment.partner.transport.curl"
   local t, err = tcurl.new(cfg)

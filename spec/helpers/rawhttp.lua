@@ -36,6 +36,18 @@ function M.read(s)
     local k, v = line:match("^([^:]+):%s*(.*)$")
     headers[k:lower()] = v
   end
+  if (headers["transfer-encoding"] or ""):lower():find("chunked", 1, true) then
+    local parts = {}
+    while true do
+      local size = s:receive("*l")
+      local n = size and tonumber(size:match("^%x+"), 16)
+      if not n then return nil, "malformed chunk", table.concat(parts) end
+      if n == 0 then s:receive("*l"); break end
+      parts[#parts + 1] = s:receive(n)
+      s:receive("*l")
+    end
+    return { status = status, headers = headers, body = table.concat(parts) }
+  end
   local n = tonumber(headers["content-length"] or "0")
   local body, berr, partial = s:receive(n)
   if not body then return nil, berr, partial end
