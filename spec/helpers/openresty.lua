@@ -49,7 +49,6 @@ local function listening(port, seconds)
 end
 
 local CONF = [[
-daemon off;
 master_process on;
 worker_processes 1;
 pid {dir}/nginx.pid;
@@ -72,36 +71,33 @@ http {
 }
 ]]
 
--- start{ http = "<http-block text with {port1}, {port2}, {dir}>", ports = 2 }
--- -> server { ports = {..}, url(i), dir, stop(), error_log() } or nil, err
-function M.start(opts)
-  if not io.open("build/luajit/endaoment/partner/core.so") then
-    return nil, "build/luajit is missing: run make build LUA=luajit BUILD=build/luajit"
-  end
+-- Launches nginx on a complete config (text with {port1}.. placeholders) in
+-- its own temp prefix. env: extra environment variables for nginx.
+local function launch(conf_template, nports, env)
   local ok, dir = sh("mktemp -d /tmp/epartner-nginx.XXXXXX")
   if not ok then return nil, dir end
   dir = dir:gsub("%s+$", "")
-  os.execute("mkdir -p " .. q(dir .. "/tmp"))
-  local root = os.getenv("PWD") or "."
+  os.execute("mkdir -p " .. q(dir .. "/tmp") .. " " .. q(dir .. "/logs"))
+  local envs = {}
+  for k, v in pairs(env or {}) do envs[#envs + 1] = k .. "=" .. q(v) end
   local last = "nginx did not start"
   for _ = 1, 3 do   -- a probed free port can be taken before nginx binds it
     local ports = {}
-    for i = 1, opts.ports or 1 do ports[i] = M.free_port() end
-    local http = opts.http:gsub("{port(%d)}", function(i) return tostring(ports[tonumber(i)]) end)
-    local conf = CONF:gsub("{http}", function() return http end)
-    conf = conf:gsub("{(%a+)}", { dir = dir, root = root, modules = M.MODULES })
+    for i = 1, nports or 1 do ports[i] = M.free_port() end
+    local conf = conf_template:gsub("{port(%d)}", function(i) return tostring(ports[tonumber(i)]) end)
+    conf = conf:gsub("{dir}", function() return dir end)
     local f = assert(io.open(dir .. "/nginx.conf", "wb"))
     f:write(conf)
     f:close()
     os.remove(dir .. "/error.log")
-    local pipe = assert(io.popen("echo $$; exec " .. M.NGINX .. " -p " .. q(dir) .. " -c " ..
-      q(dir .. "/nginx.conf") .. " -e " .. q(dir .. "/error.log") .. " >" .. q(dir .. "/stdout.log") ..
-      " 2>&1", "r"))
+    local pipe = assert(io.popen("echo $$; exec env " .. table.concat(envs, " ") .. " " .. M.NGINX ..
+      " -p " .. q(dir) .. " -c " .. q(dir .. "/nginx.conf") .. " -e " .. q(dir .. "/error.log") ..
+      " -g 'daemon off;' >" .. q(dir .. "/stdout.log") .. " 2>&1", "r"))
     local pid = tonumber(pipe:read("*l"))
     if listening(ports[1], 5) then
       local srv = { ports = ports, dir = dir, pid = pid }
       function srv.url(i) return "http://127.0.0.1:" .. ports[i or 1] end
-      function srv.error_log() return read(dir .. "/error.log") end
+      function srv.error_log() return read(dir .. "/error.log") .. read(dir .. "/logs/error.log") end
       function srv.stop()
         if srv.stopped then return end
         srv.stopped = true
@@ -121,6 +117,32 @@ function M.start(opts)
   end
   os.execute("rm -rf " .. q(dir))
   return nil, last
+end
+
+local function have_luajit_build()
+  if not io.open("build/luajit/endaoment/partner/core.so") then
+    return nil, "build/luajit is missing: run make build LUA=luajit BUILD=build/luajit"
+  end
+  return true
+end
+
+-- start{ http = "<http-block text with {port1}, {port2}, {dir}>", ports = 2 }
+-- -> server { ports = {..}, url(i), dir, stop(), error_log() } or nil, err
+function M.start(opts)
+  local ok, err = have_luajit_build()
+  if not ok then return nil, err end
+  local root = os.getenv("PWD") or "."
+  local conf = CONF:gsub("{http}", function() return opts.http end)
+  conf = conf:gsub("{(%a+)}", { root = root, modules = M.MODULES })
+  return launch(conf, opts.ports, opts.env)
+end
+
+-- start_conf(text, env): a complete nginx.conf (an example users copy);
+-- "{port1}" placeholders are replaced by free ports.
+function M.start_conf(text, nports, env)
+  local ok, err = have_luajit_build()
+  if not ok then return nil, err end
+  return launch(text, nports, env)
 end
 
 return M

@@ -1,0 +1,62 @@
+-- examples/openresty/nginx.conf as users copy it (only the port changes),
+-- against the sandbox: the journey from a handler and from a timer.
+local cjson = require "cjson"
+local socket = require "socket"
+local server = require "spec.helpers.sandbox_server"
+local openresty = require "spec.helpers.openresty"
+local http = require "spec.helpers.rawhttp"
+
+describe("examples/openresty", function()
+  it("runs the journey from a request handler and from a timer", function()
+    local sb = assert(server.start())
+    finally(sb.stop)
+    local f = assert(io.open("examples/openresty/nginx.conf"))
+    local conf = f:read("*a")
+    f:close()
+    local n
+    conf, n = conf:gsub("listen 127%.0%.0%.1:8080;", "listen 127.0.0.1:{port1};")
+    assert.equal(1, n)
+    local ng = assert(openresty.start_conf(conf, 1, {
+      ENDAOMENT_PARTNER_ROOT = os.getenv("PWD"), ENDAOMENT_BASE_URL = sb.url, ENDAOMENT_API_KEY = "sandbox-key",
+    }))
+    finally(ng.stop)
+    local pf = assert(io.open("examples/plan.json"))
+    local p = cjson.decode(pf:read("*a"))
+    pf:close()
+    -- Keys in the plan make a second run replay instead of create (no state
+    -- file under nginx: its fsync would block the worker).
+    p.donations[1].idempotencyKey = "6f1c2a7e-3d4b-4c5a-9e8f-0a1b2c3d4e51"
+    p.donations[2].idempotencyKey = "6f1c2a7e-3d4b-4c5a-9e8f-0a1b2c3d4e52"
+    p.grant.idempotencyKey = "6f1c2a7e-3d4b-4c5a-9e8f-0a1b2c3d4e53"
+    p.missing_orgs[1].idempotencyKey = "6f1c2a7e-3d4b-4c5a-9e8f-0a1b2c3d4e54"
+    local plan = cjson.encode(p)
+
+    local res = assert(http.request(ng.url(), "POST", "/journey", { ["content-type"] = "application/json" }, plan))
+    assert.equal(200, res.status, res.body)
+    local doc = cjson.decode(res.body)
+    assert.is_true(doc.ok)
+    assert.equal(6, #doc.steps)
+    assert.equal("created", doc.steps[1].outcome)
+
+    res = assert(http.request(ng.url(), "POST", "/journey/background", {}, plan))
+    assert.equal(202, res.status)
+    local job = cjson.decode(res.body).job
+    local deadline, status = socket.gettime() + 5, nil
+    repeat
+      socket.sleep(0.05)
+      status = cjson.decode(assert(http.request(ng.url(), "GET", "/journey/status?job=" .. job, {})).body)
+    until status.state == "done" or socket.gettime() > deadline
+    assert.equal("done", status.state)
+    assert.is_true(status.ok)
+    -- Same plan again: idempotent replays, nothing new created.
+    assert.equal("existing", status.steps[1].outcome)
+    for i = 3, 6 do assert.equal("replayed", status.steps[i].outcome) end
+    local _, st = sb.control("GET", "/__sandbox/state")
+    local n = 0
+    for _ in pairs(st.pledges) do n = n + 1 end
+    assert.equal(2, n)
+
+    res = assert(http.request(ng.url(), "POST", "/journey", {}, "{not json"))
+    assert.equal(400, res.status)
+  end)
+end)
