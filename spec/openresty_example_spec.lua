@@ -9,17 +9,23 @@ local http = require "spec.helpers.rawhttp"
 describe("examples/openresty", function()
   it("runs the journey from a request handler and from a timer", function()
     local sb = assert(server.start())
-    finally(sb.stop)
+    local ng
+    -- busted keeps one finally per test: stop both servers in it.
+    finally(function()
+      local ok, problem = true, nil
+      if ng then ok, problem = ng.stop() end
+      sb.stop()
+      assert(ok, problem)
+    end)
     local f = assert(io.open("examples/openresty/nginx.conf"))
     local conf = f:read("*a")
     f:close()
     local n
     conf, n = conf:gsub("listen 127%.0%.0%.1:8080;", "listen 127.0.0.1:{port1};")
     assert.equal(1, n)
-    local ng = assert(openresty.start_conf(conf, 1, {
+    ng = assert(openresty.start_conf(conf, 1, {
       ENDAOMENT_PARTNER_ROOT = os.getenv("PWD"), ENDAOMENT_BASE_URL = sb.url, ENDAOMENT_API_KEY = "sandbox-key",
     }))
-    finally(ng.stop)
     local pf = assert(io.open("examples/plan.json"))
     local p = cjson.decode(pf:read("*a"))
     pf:close()
@@ -41,7 +47,7 @@ describe("examples/openresty", function()
     res = assert(http.request(ng.url(), "POST", "/journey/background", {}, plan))
     assert.equal(202, res.status)
     local job = cjson.decode(res.body).job
-    local deadline, status = socket.gettime() + 5, nil
+    local deadline, status = socket.gettime() + 5
     repeat
       socket.sleep(0.05)
       status = cjson.decode(assert(http.request(ng.url(), "GET", "/journey/status?job=" .. job, {})).body)
@@ -52,9 +58,9 @@ describe("examples/openresty", function()
     assert.equal("existing", status.steps[1].outcome)
     for i = 3, 6 do assert.equal("replayed", status.steps[i].outcome) end
     local _, st = sb.control("GET", "/__sandbox/state")
-    local n = 0
-    for _ in pairs(st.pledges) do n = n + 1 end
-    assert.equal(2, n)
+    local pledges = 0
+    for _ in pairs(st.pledges) do pledges = pledges + 1 end
+    assert.equal(2, pledges)
 
     res = assert(http.request(ng.url(), "POST", "/journey", {}, "{not json"))
     assert.equal(400, res.status)

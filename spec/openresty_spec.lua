@@ -152,10 +152,12 @@ describe("OpenResty", function()
   end)
 
   lazy_teardown(function()
-    if ng then ng.stop() end
+    local ok, problem = true, nil
+    if ng then ok, problem = ng.stop() end
     if sb then sb.stop() end
     if slow then slow.stop() end
     if certdir then os.execute("rm -rf " .. certdir) end
+    assert(ok, problem)
   end)
 
   before_each(function()

@@ -61,6 +61,10 @@ function M.start(args)
     local _, r = srv.control("GET", "/__sandbox/requests" .. (path and ("?path=" .. path) or ""))
     return r.requests
   end
+  -- A server a spec forgot to stop must not hang the run: Lua closing the
+  -- orphaned pipe would wait for it forever. srv is finalized before its
+  -- pipe (created after it), so the kill comes first (Lua 5.2+).
+  setmetatable(srv, { __gc = function(s) if not s.stopped then s.kill("KILL") end end })
   function srv.stderr()
     local f = io.open(srv.errlog); if not f then return "" end
     local s = f:read("a"); f:close(); return s
