@@ -47,6 +47,8 @@ local HTTP_BLOCK = [[
       nginx_sandbox = client("http://127.0.0.1:{port2}"),
       tls = client("https://localhost:{port3}"),
       tls_wrong_host = client("https://127.0.0.2:{port3}"),
+      chunked = client("http://127.0.0.1:{port1}/chunked"),
+      chunked_small = client("http://127.0.0.1:{port1}/chunked", { max_response_bytes = 64 }),
     }
     require("endaoment.sandbox.ngx").configure()
   }
@@ -94,6 +96,16 @@ local HTTP_BLOCK = [[
             steps = result and #result.steps or 0, phase = ngx.get_phase() }))
         end)
         ngx.say(cjson.encode({ scheduled = ok, err = err }))
+      }
+    }
+    # An upstream that answers in chunks (no Content-Length), 4 x 25 bytes.
+    location = /chunked/v1/auth/whoami {
+      content_by_lua_block {
+        ngx.print('{"clientName":"chunky",')
+        ngx.flush(true)
+        ngx.print('"roles":["a","b","c"],')
+        ngx.flush(true)
+        ngx.print('"pad":"' .. string.rep("x", 40) .. '"}')
       }
     }
     location = /log-phase {
@@ -221,6 +233,15 @@ describe("OpenResty", function()
     r = get("/call?client=short")
     assert.equal("network", r.err_kind)
     assert.matches("bytes remaining", r.err)
+  end)
+
+  it("reads a chunked answer, and caps it at max_response_bytes", function()
+    local r = get("/call?client=chunked")
+    assert.is_true(r.ok, r.err)
+    r = get("/call?client=chunked_small")
+    assert.equal("network", r.err_kind)
+    assert.matches("max_response_bytes", r.err)
+    assert.equal(1, r.attempts)
   end)
 
   it("refuses to block in phases without cosockets, pointing to ngx.timer.at", function()
