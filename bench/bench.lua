@@ -1,0 +1,434 @@
+-- bench/bench.lua: the Lua side of `make bench` (bench/run.sh drives it).
+--
+--   lua bench/bench.lua freeport                     a free 127.0.0.1 port
+--   lua bench/bench.lua canned                       the canned GrantSubmission answer (JSON)
+--   lua bench/bench.lua prepare BODY_FILE            writes the bytes the SDK posts; prints its user agent
+--   lua bench/bench.lua seq URL SECONDS MAX WARMUP   client:submit_grant, sequential
+--   lua bench/bench.lua socket URL SECONDS MAX WARMUP  socket.http + cjson, sequential
+--   lua bench/bench.lua async URL N CONNS WARMUP     N submit_grant_async through CONNS connections
+--   lua bench/bench.lua encode SECONDS               core.prepare of 50 grants vs cjson.encode
+--   lua bench/bench.lua memory URL N1 N2             VmRSS after N1 and after N2 requests
+--   lua bench/bench.lua report RESULTS_FILE WHAT     prints one figure (or the summary) from results
+--
+-- Measurements print key=value lines; `report` formats them. Every loop is
+-- bounded by a count and by a time.
+local API_KEY = "bench-key-000000000000"
+local PATH = "/v1/transfers/partner/grant-submissions"
+
+local unpack = table.unpack or unpack -- luacheck: ignore
+
+local function die(msg)
+  io.stderr:write("bench.lua: ", msg, "\n")
+  os.exit(1)
+end
+
+local function now_s()
+  return require("socket").gettime()
+end
+
+local function median(xs)
+  local t = {}
+  for i, v in ipairs(xs) do t[i] = v end
+  table.sort(t)
+  local n = #t
+  if n == 0 then return nil end
+  if n % 2 == 1 then return t[(n + 1) / 2] end
+  return (t[n / 2] + t[n / 2 + 1]) / 2
+end
+
+-- A deterministic id (UUID v4 shape) so that every run posts bodies of the same size.
+local function fake_uuid(i)
+  return string.format("%08x-0000-4000-8000-%012x", 0x5eed0000 + i, i)
+end
+
+-- The grant submission every sequential figure posts: one grant.
+-- n grants for the encoding figure.
+local function grant_body(n)
+  local grants = {}
+  for i = 1, n do
+    grants[i] = {
+      amountMicroDollars = "1000000",
+      destinationOrgId = fake_uuid(1000 + i),
+      specialInstructions = "In memory of grant " .. i,
+    }
+  end
+  return {
+    originFundId = fake_uuid(1),
+    inboundCustodianTransfer = {
+      amountMicroDollars = tostring(n * 1000000),
+      partnerFundingTransferId = "journal-000001",
+      sourcePartnerAccountIdentifier = "omnibus-account-00001",
+      destinationPartnerAccountIdentifier = "example-account-00001",
+      settledAtUtc = "2026-05-04T14:32:01.000Z",
+    },
+    grants = grants,
+  }
+end
+
+local function canned_json()
+  local cjson = require "cjson"
+  local sub = {
+    id = fake_uuid(7), partnerId = fake_uuid(8), originFundId = fake_uuid(1), status = "Accepted",
+    inboundCustodianTransfer = {
+      amountMicroDollars = "1000000", status = "ReportedSettled",
+      partnerFundingTransferId = "journal-000001",
+      sourcePartnerAccountIdentifier = "omnibus-account-00001",
+      destinationPartnerAccountIdentifier = "example-account-00001",
+      settledAtUtc = "2026-05-04T14:32:01.000Z",
+    },
+    grants = { {
+      asyncGrantTransferId = fake_uuid(9), amountMicroDollars = "1000000", hideMyInfoFromOrg = false,
+      destinationOrgId = fake_uuid(1001), destinationSubprojectId = cjson.null,
+      specialInstructions = "In memory of grant 1",
+    } },
+  }
+  return cjson.encode(sub)
+end
+
+local function new_client(url, extra)
+  local partner = require "endaoment.partner"
+  local opts = { api_key = API_KEY, base_url = url }
+  for k, v in pairs(extra or {}) do opts[k] = v end
+  return partner.new(opts)
+end
+
+local function rss_kib()
+  local f = io.open("/proc/self/status", "r")
+  if not f then return nil end
+  local text = f:read("*a")
+  f:close()
+  return tonumber(text:match("VmRSS:%s*(%d+)%s*kB"))
+end
+
+-- Runs fn() `warmup` times, then until `seconds` have passed or `max` calls.
+local function rate(fn, seconds, max, warmup)
+  for _ = 1, warmup do fn() end
+  local t0 = now_s()
+  local t1, n = t0, 0
+  while n < max and t1 - t0 < seconds do
+    fn()
+    n = n + 1
+    t1 = now_s()
+  end
+  return n, t1 - t0
+end
+
+local cmd = {}
+
+function cmd.freeport()
+  local socket = require "socket"
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  print(port)
+end
+
+function cmd.canned()
+  io.write(canned_json())
+end
+
+-- The bytes client:submit_grant posts for grant_body(1) (with a fixed
+-- idempotency key, which is the only part that differs between calls).
+function cmd.prepare(file)
+  local core = require "endaoment.partner.core"
+  local json = assert(core.prepare("submit_grant", grant_body(1), { idempotency_key = fake_uuid(2) }))
+  local f = assert(io.open(file, "wb"))
+  f:write(json)
+  f:close()
+  local client = new_client("http://127.0.0.1:1")
+  print(client.user_agent)
+  client:close()
+end
+
+function cmd.seq(url, seconds, max, warmup)
+  local client = new_client(url)
+  local body = grant_body(1)
+  local function one()
+    local res, err = client:submit_grant(body)
+    if not res then die("submit_grant failed: " .. tostring(err)) end
+  end
+  local n, dt = rate(one, tonumber(seconds), tonumber(max), tonumber(warmup))
+  client:close()
+  print(string.format("requests=%d seconds=%.6f rate=%.1f", n, dt, n / dt))
+end
+
+-- What a Lua user writes today without the SDK: socket.http (one TCP
+-- connection per request; it has no keep-alive) and cjson.
+function cmd.socket(url, seconds, max, warmup)
+  local http = require "socket.http"
+  local ltn12 = require "ltn12"
+  local cjson = require "cjson"
+  local body = grant_body(1)
+  body.idempotencyKey = fake_uuid(2)
+  local target = url .. PATH
+  local function one()
+    local json = cjson.encode(body)
+    local out = {}
+    local ok, code = http.request {
+      url = target, method = "POST",
+      headers = {
+        ["content-type"] = "application/json", accept = "application/json",
+        ["content-length"] = tostring(#json), ["x-api-key"] = API_KEY,
+      },
+      source = ltn12.source.string(json),
+      sink = ltn12.sink.table(out),
+    }
+    if not ok or code ~= 201 then die("socket.http failed: " .. tostring(code)) end
+    local res = cjson.decode(table.concat(out))
+    if type(res) ~= "table" then die("socket.http: bad answer") end
+  end
+  local n, dt = rate(one, tonumber(seconds), tonumber(max), tonumber(warmup))
+  print(string.format("requests=%d seconds=%.6f rate=%.1f", n, dt, n / dt))
+end
+
+-- N grant submissions at once through the async client (issue 6, part 1):
+-- submit all, then wait until every callback has run. Wall time from the
+-- first submit to the last completion. A warm-up batch first opens the
+-- connections, as a long-lived client would have them.
+function cmd.async(url, n, conns, warmup)
+  n, conns, warmup = tonumber(n), tonumber(conns), tonumber(warmup)
+  local ok, client = pcall(new_client, url, { max_connections = conns })
+  if not ok or type(client) ~= "table" or client.submit_grant_async == nil then
+    if ok and type(client) == "table" then client:close() end
+    print("available=0")
+    return
+  end
+  local body = grant_body(1)
+  local done, failed, first_err = 0, 0, nil
+  local function cb(res, err)
+    done = done + 1
+    if not res then
+      failed = failed + 1
+      first_err = first_err or tostring(err)
+    end
+  end
+  local function batch(count, limit_s)
+    done, failed = 0, 0
+    local t0 = now_s()
+    for _ = 1, count do
+      local h, err = client:submit_grant_async(body, nil, cb)
+      if not h then die("submit_grant_async refused: " .. tostring(err)) end
+    end
+    while done < count do
+      if now_s() - t0 > limit_s then die("async: " .. done .. " of " .. count .. " done after " .. limit_s .. " s") end
+      client:wait(1000)
+    end
+    local dt = now_s() - t0
+    if failed > 0 then die("async: " .. failed .. " failed, first: " .. tostring(first_err)) end
+    return dt
+  end
+  if warmup > 0 then batch(warmup, 30) end
+  local dt = batch(n, 60)
+  if client.pending and client:pending() ~= 0 then die("async: pending() is not 0 after all callbacks") end
+  client:close()
+  print(string.format("available=1 requests=%d wall_ms=%.3f", n, dt * 1000))
+end
+
+-- Validate + encode a 50-grant submission vs cjson.encode of the same table
+-- (CPU time, os.clock). The body has no idempotencyKey, as a user's would,
+-- so prepare also generates one (a UUID v4) each time, as submit_grant does.
+-- REPS alternating slices of `seconds` each; noise only ever slows a slice
+-- down, so the best slice of each is reported (and the median for context).
+function cmd.encode(seconds, reps)
+  local core = require "endaoment.partner.core"
+  local cjson = require "cjson"
+  seconds, reps = tonumber(seconds), tonumber(reps or 9)
+  local body = grant_body(50)
+  local function bench(fn)
+    local t0 = os.clock()
+    local t1, n = t0, 0
+    while t1 - t0 < seconds do
+      for _ = 1, 50 do fn() end
+      n = n + 50
+      t1 = os.clock()
+    end
+    return (t1 - t0) / n * 1e6
+  end
+  local function prep()
+    local json = core.prepare("submit_grant", body)
+    if not json then die("prepare refused the 50-grant body") end
+  end
+  local function enc() cjson.encode(body) end
+  for _ = 1, 200 do prep(); enc() end
+  local p, c = {}, {}
+  for r = 1, reps do -- alternate, so that drift hits both alike
+    p[r] = bench(prep)
+    c[r] = bench(enc)
+  end
+  print(string.format("prepare_us=%.3f cjson_us=%.3f prepare_med_us=%.3f cjson_med_us=%.3f reps=%d " ..
+    "prepare_bytes=%d cjson_bytes=%d", math.min(unpack(p)), math.min(unpack(c)), median(p), median(c), reps,
+    #core.prepare("submit_grant", body), #cjson.encode(body)))
+end
+
+-- Resident memory of the blocking client: after n1 requests, then after n2
+-- in all; a full collection before each reading.
+function cmd.memory(url, n1, n2)
+  n1, n2 = tonumber(n1), tonumber(n2)
+  local client = new_client(url)
+  local body = grant_body(1)
+  local t0 = now_s()
+  local function run(k)
+    for _ = 1, k do
+      local res, err = client:submit_grant(body)
+      if not res then die("submit_grant failed: " .. tostring(err)) end
+    end
+    if now_s() - t0 > 300 then die("memory: over 300 s") end
+  end
+  run(n1)
+  collectgarbage("collect"); collectgarbage("collect")
+  local rss1, heap1 = rss_kib(), collectgarbage("count")
+  run(n2 - n1)
+  collectgarbage("collect"); collectgarbage("collect")
+  local rss2, heap2 = rss_kib(), collectgarbage("count")
+  client:close()
+  print(string.format("n1=%d n2=%d rss1_kib=%d rss2_kib=%d heap1_kib=%.1f heap2_kib=%.1f seconds=%.1f",
+    n1, n2, rss1, rss2, heap1, heap2, now_s() - t0))
+end
+
+---------------------------------------------------------------------------
+-- report
+---------------------------------------------------------------------------
+
+local function commas(x)
+  local s = tostring(math.floor(x + 0.5))
+  local sign, digits = s:match("^(-?)(%d+)$")
+  digits = digits:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", "")
+  return sign .. digits
+end
+
+-- results file: lines "name key=value key=value ..."; the same name may repeat (repetitions).
+local function load_results(file)
+  local r = {}
+  for line in io.lines(file) do
+    local name, rest = line:match("^(%S+)%s*(.*)$")
+    if name then
+      local kv = {}
+      for k, v in rest:gmatch("([%w_]+)=(%S+)") do kv[k] = tonumber(v) or v end
+      r[name] = r[name] or {}
+      table.insert(r[name], kv)
+    end
+  end
+  return r
+end
+
+local function col(rows, key)
+  local t = {}
+  for _, row in ipairs(rows or {}) do
+    if row[key] ~= nil then t[#t + 1] = row[key] end
+  end
+  return t
+end
+
+local TARGET = { seq = 0.90, async = 1.30, encode = 1.50, memory_kib = 1024 }
+
+local figure = {}
+
+function figure.machine(r)
+  local m = r.machine and r.machine[1] or {}
+  print(string.format("machine: %s x %s; Linux %s; libcurl %s; %s; nginx %s",
+    m.nproc or "?", (m.cpu or "?"):gsub("_", " "), m.kernel or "?", m.curl or "?",
+    (m.lua or "?"):gsub("_", " "), m.nginx or "?"))
+end
+
+function figure.ceiling(r)
+  local w = median(col(r.wrk1, "rate"))
+  if w then
+    print(string.format("server ceiling: wrk, 1 connection, same request: %s req/s (median of %d)",
+      commas(w), #col(r.wrk1, "rate")))
+  end
+end
+
+function figure.seq(r)
+  local sdk, raw = median(col(r.seq, "rate")), median(col(r.raw, "rate"))
+  local reps = #col(r.seq, "rate")
+  print(string.format("sequential submit_grant: %s req/s vs raw libcurl %s req/s = %.2f (target >= %.2f)" ..
+    "  [median of %d x %s s each, alternating]", commas(sdk), commas(raw), sdk / raw, TARGET.seq,
+    reps, tostring(r.seq[1].seconds_asked or "?")))
+  print(string.format("  per request: submit_grant %.1f us, raw libcurl %.1f us: the SDK adds %.1f us",
+    1e6 / sdk, 1e6 / raw, 1e6 / sdk - 1e6 / raw))
+end
+
+function figure.socket(r)
+  local sdk, sock = median(col(r.seq, "rate")), median(col(r.socket, "rate"))
+  print(string.format("sequential submit_grant vs socket.http + cjson: %s req/s vs %s req/s = %.2f" ..
+    "  [median of %d]", commas(sdk), commas(sock), sdk / sock, #col(r.socket, "rate")))
+end
+
+function figure.async(r)
+  local rows = r.async or {}
+  local n, conns = 1000, 50
+  if #rows == 0 or rows[1].available == 0 then
+    print("async: not available yet")
+  elseif rows[#rows].failed then
+    print("async: FAILED (the async client raised or returned an error; see above)")
+  else
+    local ms = median(col(rows, "wall_ms"))
+    local lat = rows[1].latency_ms or 10
+    n, conns = rows[1].requests, rows[1].conns or 50
+    local ideal = n / conns * lat
+    print(string.format("async %s submissions, %d connections, %d ms latency: %.0f ms vs ideal %.0f ms = " ..
+      "%.2f x ideal (target <= %.2f)  [median of %d, after a 100-request warm-up]", commas(n), conns, lat, ms,
+      ideal, ms / ideal, TARGET.async, #rows))
+    local runs = {}
+    for i, v in ipairs(col(rows, "wall_ms")) do runs[i] = string.format("%.0f", v) end
+    print("  runs: " .. table.concat(runs, ", ") .. " ms")
+  end
+  local w = median(col(r.wrk50, "rate"))
+  if w then
+    print(string.format("  server check: wrk, %d connections, same server: %s req/s = %.0f ms per %s",
+      conns, commas(w), n / w * 1000, commas(n)))
+  end
+end
+
+function figure.encode(r)
+  local e = r.encode and r.encode[1]
+  print(string.format("validate + encode 50 grants (core.prepare): %.1f us vs cjson.encode %.1f us = %.2f x cjson" ..
+    " (target <= %.2f)  [CPU time, best of %d]", e.prepare_us, e.cjson_us, e.prepare_us / e.cjson_us,
+    TARGET.encode, e.reps))
+  print(string.format("  medians: %.1f us vs %.1f us = %.2f; %s vs %s bytes (prepare adds the idempotencyKey)",
+    e.prepare_med_us, e.cjson_med_us, e.prepare_med_us / e.cjson_med_us, commas(e.prepare_bytes),
+    commas(e.cjson_bytes)))
+end
+
+function figure.memory(r)
+  local m = r.memory and r.memory[1]
+  local growth = m.rss2_kib - m.rss1_kib
+  print(string.format("memory: VmRSS after %s requests %s KiB, after %s %s KiB: growth %+d KiB (target < %d KiB)" ..
+    "  [Lua heap %+.1f KiB; %.1f s]", commas(m.n1), commas(m.rss1_kib), commas(m.n2), commas(m.rss2_kib), growth,
+    TARGET.memory_kib, m.heap2_kib - m.heap1_kib, m.seconds))
+end
+
+function figure.summary(r)
+  local function line(name, ok, text)
+    print(string.format("  %-34s %-5s %s", name, ok and "pass" or "MISS", text))
+  end
+  print("summary:")
+  local sdk, raw, sock = median(col(r.seq, "rate")), median(col(r.raw, "rate")), median(col(r.socket, "rate"))
+  line("sequential vs raw libcurl", sdk / raw >= TARGET.seq, string.format("%.2f (>= %.2f)", sdk / raw, TARGET.seq))
+  print(string.format("  %-34s %-5s %.2f x faster", "sequential vs socket.http + cjson", "info", sdk / sock))
+  local rows = r.async or {}
+  if #rows == 0 or rows[1].available == 0 then
+    print(string.format("  %-34s %-5s %s", "async 1,000 x 10 ms / 50 conns", "n/a", "async client not available yet"))
+  elseif rows[#rows].failed then
+    line("async 1,000 x 10 ms / 50 conns", false, "failed")
+  else
+    local q = median(col(rows, "wall_ms")) / (rows[1].requests / (rows[1].conns or 50) * (rows[1].latency_ms or 10))
+    line("async 1,000 x 10 ms / 50 conns", q <= TARGET.async, string.format("%.2f x ideal (<= %.2f)", q, TARGET.async))
+  end
+  local e = r.encode[1]
+  line("validate + encode vs cjson", e.prepare_us / e.cjson_us <= TARGET.encode,
+    string.format("%.2f x (<= %.2f)", e.prepare_us / e.cjson_us, TARGET.encode))
+  local m = r.memory[1]
+  local growth = m.rss2_kib - m.rss1_kib
+  line("memory growth 1k -> 100k requests", growth < TARGET.memory_kib,
+    string.format("%+d KiB (< %d KiB)", growth, TARGET.memory_kib))
+end
+
+function cmd.report(file, what)
+  local f = figure[what] or die("unknown figure " .. tostring(what))
+  f(load_results(file))
+end
+
+local name = arg[1]
+if not cmd[name] then die("unknown command " .. tostring(name)) end
+cmd[name](unpack(arg, 2))
