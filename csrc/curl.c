@@ -7,7 +7,9 @@
  *
  * A transport owns one easy handle, reused for every request so that
  * connections are kept alive, and one share handle (DNS cache, TLS
- * sessions) ready for a future multi-handle transport.
+ * sessions). curl.multi{...} (csrc/curl_multi.c) runs many requests at once
+ * on a libcurl multi handle, with the same options and the same request and
+ * result tables as t:request.
  *
  * Threads: a transport must not be used from two threads at once. libcurl
  * forbids sharing an easy handle between threads, and the share handle is
@@ -27,7 +29,6 @@
 
 #define TRANSPORT_MT "endaoment.partner.curl.transport"
 #define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
-#define DEFAULT_MAX_BODY 8388608
 #define DEFAULT_TIMEOUT_MS 30000L
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000L
 /* One day: fits a 32-bit long, and no API call should ever need longer. */
@@ -54,7 +55,7 @@ typedef struct {
 EPARTNER_EXPORT int luaopen_endaoment_partner_curl(lua_State *L);
 
 /* Local instead of luaL_setfuncs: compat.h's 5.1 shim is defined in core.so, not here. */
-static void set_funcs(lua_State *L, const luaL_Reg *r)
+void ecurl_lua_setfuncs(lua_State *L, const luaL_Reg *r)
 {
     for (; r->name != NULL; r++) {
         lua_pushcfunction(L, r->func);
@@ -62,7 +63,7 @@ static void set_funcs(lua_State *L, const luaL_Reg *r)
     }
 }
 
-static char *dup_string(const char *s, size_t len)
+char *ecurl_dup_string(const char *s, size_t len)
 {
     char *p = (char *)malloc(len + 1);
     if (p) {
@@ -72,7 +73,7 @@ static char *dup_string(const char *s, size_t len)
     return p;
 }
 
-static int push_error(lua_State *L, const ecurl_error *e, double elapsed_ms)
+int ecurl_lua_push_error(lua_State *L, const ecurl_error *e, double elapsed_ms)
 {
     lua_pushnil(L);
     lua_createtable(L, 0, 5);
@@ -97,7 +98,7 @@ static int push_config_error(lua_State *L, const char *message)
 {
     ecurl_error e;
     ecurl_error_set(&e, ECURL_KIND_CONFIG, 0, -1, "%s", message);
-    return push_error(L, &e, -1);
+    return ecurl_lua_push_error(L, &e, -1);
 }
 
 static void transport_close(transport_t *t)
@@ -142,108 +143,118 @@ static int l_tostring(lua_State *L)
 }
 
 /* ------------------------------------------------------------------------ */
-/* curl.new                                                                 */
+/* options shared by curl.new and curl.multi                                */
 
 /* Option strings are paths or header values: an embedded NUL would silently cut them. */
-static const char *opt_string(lua_State *L, int idx, const char *name, size_t *len)
+static const char *opt_string(lua_State *L, int idx, const char *fname, const char *name,
+                              size_t *len)
 {
     const char *s;
     if (lua_isnil(L, idx))
         return NULL;
     if (lua_type(L, idx) != LUA_TSTRING)
-        luaL_error(L, "bad option '%s' to 'new' (string expected, got %s)", name,
+        luaL_error(L, "bad option '%s' to '%s' (string expected, got %s)", name, fname,
                    luaL_typename(L, idx));
     s = lua_tolstring(L, idx, len);
     if (strlen(s) != *len)
-        luaL_error(L, "bad option '%s' to 'new' (contains a NUL byte)", name);
+        luaL_error(L, "bad option '%s' to '%s' (contains a NUL byte)", name, fname);
     return s;
 }
 
-static int l_new(lua_State *L)
+void ecurl_lua_read_options(lua_State *L, const char *fname, ecurl_lua_options *o)
 {
-    const char *ca = NULL, *ua = NULL;
-    size_t ca_len = 0, ua_len = 0;
-    size_t max_body = DEFAULT_MAX_BODY;
-    int allow_loopback = 1;
-    transport_t *t;
-    ecurl_error err;
+    memset(o, 0, sizeof *o);
+    o->max_body = ECURL_DEFAULT_MAX_BODY;
+    o->allow_http_loopback = 1;
 
-    /* Every check that can raise runs before anything is allocated. */
+    /* Every check that can raise runs before the caller allocates anything. */
     if (lua_isnoneornil(L, 1)) {
         lua_settop(L, 0);
         lua_newtable(L);
     }
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    lua_getfield(L, 1, "ca_file");            /* 2 */
-    lua_getfield(L, 1, "user_agent");         /* 3 */
-    lua_getfield(L, 1, "max_response_bytes"); /* 4 */
+    lua_getfield(L, 1, "ca_file");             /* 2 */
+    lua_getfield(L, 1, "user_agent");          /* 3 */
+    lua_getfield(L, 1, "max_response_bytes");  /* 4 */
     lua_getfield(L, 1, "allow_http_loopback"); /* 5 */
 
-    ca = opt_string(L, 2, "ca_file", &ca_len);
-    ua = opt_string(L, 3, "user_agent", &ua_len);
-    if (ua && !ecurl_valid_field_value(ua, ua_len))
-        return luaL_error(L, "bad option 'user_agent' to 'new' (contains a control character)");
+    o->ca_file = opt_string(L, 2, fname, "ca_file", &o->ca_len);
+    o->user_agent = opt_string(L, 3, fname, "user_agent", &o->ua_len);
+    if (o->user_agent && !ecurl_valid_field_value(o->user_agent, o->ua_len))
+        luaL_error(L, "bad option 'user_agent' to '%s' (contains a control character)", fname);
     if (!lua_isnil(L, 4)) {
         lua_Number n;
         if (lua_type(L, 4) != LUA_TNUMBER)
-            return luaL_error(L, "bad option 'max_response_bytes' to 'new' (number expected, got %s)",
-                              luaL_typename(L, 4));
+            luaL_error(L, "bad option 'max_response_bytes' to '%s' (number expected, got %s)",
+                       fname, luaL_typename(L, 4));
         n = lua_tonumber(L, 4);
         if (!(n >= 1 && n <= MAX_BODY_LIMIT) || n != (lua_Number)(size_t)n)
-            return luaL_error(L, "bad option 'max_response_bytes' to 'new' (an integer from 1 "
-                                 "to 1073741824 expected)");
-        max_body = (size_t)n;
+            luaL_error(L, "bad option 'max_response_bytes' to '%s' (an integer from 1 "
+                          "to 1073741824 expected)",
+                       fname);
+        o->max_body = (size_t)n;
     }
     if (!lua_isnil(L, 5)) {
         if (lua_type(L, 5) != LUA_TBOOLEAN)
-            return luaL_error(L, "bad option 'allow_http_loopback' to 'new' (boolean expected, "
-                                 "got %s)",
-                              luaL_typename(L, 5));
-        allow_loopback = lua_toboolean(L, 5);
+            luaL_error(L, "bad option 'allow_http_loopback' to '%s' (boolean expected, got %s)",
+                       fname, luaL_typename(L, 5));
+        o->allow_http_loopback = lua_toboolean(L, 5);
     }
-    if (!ca && access(SYSTEM_CA_BUNDLE, R_OK) == 0) {
-        ca = SYSTEM_CA_BUNDLE;
-        ca_len = strlen(ca);
+    if (!o->ca_file && access(SYSTEM_CA_BUNDLE, R_OK) == 0) {
+        o->ca_file = SYSTEM_CA_BUNDLE;
+        o->ca_len = strlen(SYSTEM_CA_BUNDLE);
     }
+}
+
+/* ------------------------------------------------------------------------ */
+/* curl.new                                                                 */
+
+static int l_new(lua_State *L)
+{
+    ecurl_lua_options o;
+    transport_t *t;
+    ecurl_error err;
+
+    ecurl_lua_read_options(L, "new", &o);
 
     t = (transport_t *)lua_newuserdata(L, sizeof *t);
     memset(t, 0, sizeof *t);
     ecurl_transfer_init(&t->tr);
-    t->max_body = max_body;
-    t->allow_http_loopback = allow_loopback;
+    t->max_body = o.max_body;
+    t->allow_http_loopback = o.allow_http_loopback;
     luaL_getmetatable(L, TRANSPORT_MT);
     lua_setmetatable(L, -2);
 
-    if ((ca && !(t->ca_file = dup_string(ca, ca_len))) ||
-        (ua && !(t->user_agent = dup_string(ua, ua_len)))) {
+    if ((o.ca_file && !(t->ca_file = ecurl_dup_string(o.ca_file, o.ca_len))) ||
+        (o.user_agent && !(t->user_agent = ecurl_dup_string(o.user_agent, o.ua_len)))) {
         transport_close(t);
         ecurl_error_set(&err, ECURL_KIND_OOM, 0, -1, "out of memory");
-        return push_error(L, &err, -1);
+        return ecurl_lua_push_error(L, &err, -1);
     }
     if (ecurl_global_init() != 0) {
         transport_close(t);
         ecurl_error_set(&err, ECURL_KIND_CONFIG, 0, -1, "curl_global_init failed");
-        return push_error(L, &err, -1);
+        return ecurl_lua_push_error(L, &err, -1);
     }
     t->share = curl_share_init();
     if (!t->share || curl_share_setopt(t->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
         curl_share_setopt(t->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
         transport_close(t);
         ecurl_error_set(&err, ECURL_KIND_OOM, 0, -1, "cannot create a libcurl share handle");
-        return push_error(L, &err, -1);
+        return ecurl_lua_push_error(L, &err, -1);
     }
     t->easy = curl_easy_init();
     if (!t->easy) {
         transport_close(t);
         ecurl_error_set(&err, ECURL_KIND_OOM, 0, -1, "cannot create a libcurl easy handle");
-        return push_error(L, &err, -1);
+        return ecurl_lua_push_error(L, &err, -1);
     }
     return 1;
 }
 
 /* ------------------------------------------------------------------------ */
-/* t:request                                                                */
+/* request tables, shared by t:request and m:add                            */
 
 static int opt_ms(lua_State *L, int idx, long def, long *out)
 {
@@ -261,13 +272,109 @@ static int opt_ms(lua_State *L, int idx, long def, long *out)
     return 1;
 }
 
-static void transport_config(const transport_t *t, ecurl_config *cfg)
+/* Offsets of the fields ecurl_lua_read_request pushes, from its `base`. */
+enum { R_URL = 1, R_METHOD, R_BODY, R_HEADERS, R_TIMEOUT, R_CONNECT_TIMEOUT };
+
+int ecurl_lua_read_request(lua_State *L, int idx, ecurl_request *req, int *base,
+                           ecurl_error *err)
 {
-    cfg->ca_file = t->ca_file;
-    cfg->user_agent = t->user_agent;
-    cfg->max_body = t->max_body;
-    cfg->allow_http_loopback = t->allow_http_loopback;
-    cfg->share = t->share;
+    size_t len;
+    int b = lua_gettop(L);
+
+    *base = b;
+    memset(req, 0, sizeof *req);
+    lua_getfield(L, idx, "url");
+    lua_getfield(L, idx, "method");
+    lua_getfield(L, idx, "body");
+    lua_getfield(L, idx, "headers");
+    lua_getfield(L, idx, "timeout_ms");
+    lua_getfield(L, idx, "connect_timeout_ms");
+
+    if (lua_type(L, b + R_URL) != LUA_TSTRING) {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "request.url must be a string");
+        return -1;
+    }
+    req->url = lua_tolstring(L, b + R_URL, &len);
+    if (strlen(req->url) != len) {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "request.url contains a NUL byte");
+        return -1;
+    }
+    if (lua_isnil(L, b + R_METHOD)) {
+        req->method = "GET";
+    } else if (lua_type(L, b + R_METHOD) == LUA_TSTRING) {
+        req->method = lua_tolstring(L, b + R_METHOD, &len);
+        if (strlen(req->method) != len) {
+            ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "request.method contains a NUL byte");
+            return -1;
+        }
+    } else {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "request.method must be a string");
+        return -1;
+    }
+    if (lua_type(L, b + R_BODY) == LUA_TSTRING) {
+        req->body = lua_tolstring(L, b + R_BODY, &req->body_len);
+    } else if (!lua_isnil(L, b + R_BODY)) {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "request.body must be a string or nil");
+        return -1;
+    }
+    if (!lua_isnil(L, b + R_HEADERS) && !lua_istable(L, b + R_HEADERS)) {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+                        "request.headers must be a table of name = value");
+        return -1;
+    }
+    if (!opt_ms(L, b + R_TIMEOUT, DEFAULT_TIMEOUT_MS, &req->timeout_ms)) {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+                        "request.timeout_ms must be a number of milliseconds from 1 to 86400000");
+        return -1;
+    }
+    if (!opt_ms(L, b + R_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT_MS, &req->connect_timeout_ms)) {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+                        "request.connect_timeout_ms must be a number of milliseconds from 1 to "
+                        "86400000");
+        return -1;
+    }
+    return 0;
+}
+
+int ecurl_lua_begin_request(lua_State *L, int base, ecurl_transfer *tr, const ecurl_config *cfg,
+                            const ecurl_request *req, ecurl_error *err)
+{
+    int hidx = base + R_HEADERS;
+
+    if (ecurl_transfer_begin(tr, cfg, req, err) != 0)
+        return -1;
+    if (!lua_istable(L, hidx))
+        return 0;
+    lua_pushnil(L);
+    while (lua_next(L, hidx) != 0) {
+        const char *name, *value;
+        size_t nlen, vlen;
+        /* Only real strings: lua_tolstring would convert a number key in place and break lua_next. */
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "header names must be strings");
+            return -1;
+        }
+        name = lua_tolstring(L, -2, &nlen);
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            char shown[72];
+            size_t i, n = nlen < sizeof shown - 1 ? nlen : sizeof shown - 1;
+            for (i = 0; i < n; i++)
+                shown[i] = (name[i] < 0x20 || name[i] == 0x7f) ? '?' : name[i];
+            shown[n] = '\0';
+            lua_pop(L, 2);
+            ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "value of header '%s' must be a string",
+                            shown);
+            return -1;
+        }
+        value = lua_tolstring(L, -1, &vlen);
+        if (ecurl_transfer_add_header(tr, name, nlen, value, vlen, err) != 0) {
+            lua_pop(L, 2);
+            return -1;
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
 }
 
 static void push_headers(lua_State *L, ecurl_transfer *tr)
@@ -292,7 +399,7 @@ static void push_headers(lua_State *L, ecurl_transfer *tr)
     }
 }
 
-static int push_response(lua_State *L, ecurl_transfer *tr)
+void ecurl_lua_push_response(lua_State *L, ecurl_transfer *tr)
 {
     lua_createtable(L, 0, 5);
     lua_pushinteger(L, (lua_Integer)tr->status);
@@ -305,10 +412,19 @@ static int push_response(lua_State *L, ecurl_transfer *tr)
     lua_setfield(L, -2, "reused");
     lua_pushnumber(L, (lua_Number)tr->elapsed_ms);
     lua_setfield(L, -2, "elapsed_ms");
-    return 1;
 }
 
-enum { R_URL = 3, R_METHOD, R_BODY, R_HEADERS, R_TIMEOUT, R_CONNECT_TIMEOUT };
+/* ------------------------------------------------------------------------ */
+/* t:request                                                                */
+
+static void transport_config(const transport_t *t, ecurl_config *cfg)
+{
+    cfg->ca_file = t->ca_file;
+    cfg->user_agent = t->user_agent;
+    cfg->max_body = t->max_body;
+    cfg->allow_http_loopback = t->allow_http_loopback;
+    cfg->share = t->share;
+}
 
 static int l_request(lua_State *L)
 {
@@ -317,8 +433,8 @@ static int l_request(lua_State *L)
     ecurl_request req;
     ecurl_error err;
     ecurl_transfer *tr = &t->tr;
-    size_t len;
     double elapsed;
+    int base;
 
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
@@ -332,71 +448,12 @@ static int l_request(lua_State *L)
      * after ecurl_transfer_begin nothing below can raise until the result
      * is pushed. The strings stay on the stack, so their pointers stay valid.
      */
-    lua_getfield(L, 2, "url");
-    lua_getfield(L, 2, "method");
-    lua_getfield(L, 2, "body");
-    lua_getfield(L, 2, "headers");
-    lua_getfield(L, 2, "timeout_ms");
-    lua_getfield(L, 2, "connect_timeout_ms");
-
-    memset(&req, 0, sizeof req);
-    if (lua_type(L, R_URL) != LUA_TSTRING)
-        return push_config_error(L, "request.url must be a string");
-    req.url = lua_tolstring(L, R_URL, &len);
-    if (strlen(req.url) != len)
-        return push_config_error(L, "request.url contains a NUL byte");
-    if (lua_isnil(L, R_METHOD)) {
-        req.method = "GET";
-    } else if (lua_type(L, R_METHOD) == LUA_TSTRING) {
-        req.method = lua_tolstring(L, R_METHOD, &len);
-        if (strlen(req.method) != len)
-            return push_config_error(L, "request.method contains a NUL byte");
-    } else {
-        return push_config_error(L, "request.method must be a string");
-    }
-    if (lua_type(L, R_BODY) == LUA_TSTRING)
-        req.body = lua_tolstring(L, R_BODY, &req.body_len);
-    else if (!lua_isnil(L, R_BODY))
-        return push_config_error(L, "request.body must be a string or nil");
-    if (!lua_isnil(L, R_HEADERS) && !lua_istable(L, R_HEADERS))
-        return push_config_error(L, "request.headers must be a table of name = value");
-    if (!opt_ms(L, R_TIMEOUT, DEFAULT_TIMEOUT_MS, &req.timeout_ms))
-        return push_config_error(L, "request.timeout_ms must be a number of milliseconds "
-                                    "from 1 to 86400000");
-    if (!opt_ms(L, R_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT_MS, &req.connect_timeout_ms))
-        return push_config_error(L, "request.connect_timeout_ms must be a number of "
-                                    "milliseconds from 1 to 86400000");
+    if (ecurl_lua_read_request(L, 2, &req, &base, &err) != 0)
+        return ecurl_lua_push_error(L, &err, -1);
 
     transport_config(t, &cfg);
-    if (ecurl_transfer_begin(tr, &cfg, &req, &err) != 0)
+    if (ecurl_lua_begin_request(L, base, tr, &cfg, &req, &err) != 0)
         goto failed;
-    if (lua_istable(L, R_HEADERS)) {
-        lua_pushnil(L);
-        while (lua_next(L, R_HEADERS) != 0) {
-            const char *name, *value;
-            size_t nlen, vlen;
-            /* Only real strings: lua_tolstring would convert a number key in place and break lua_next. */
-            if (lua_type(L, -2) != LUA_TSTRING) {
-                ecurl_error_set(&err, ECURL_KIND_CONFIG, 0, -1, "header names must be strings");
-                goto failed;
-            }
-            name = lua_tolstring(L, -2, &nlen);
-            if (lua_type(L, -1) != LUA_TSTRING) {
-                char shown[72];
-                size_t i, n = nlen < sizeof shown - 1 ? nlen : sizeof shown - 1;
-                for (i = 0; i < n; i++)
-                    shown[i] = (name[i] < 0x20 || name[i] == 0x7f) ? '?' : name[i];
-                shown[n] = '\0';
-                ecurl_error_set(&err, ECURL_KIND_CONFIG, 0, -1,
-                                "value of header '%s' must be a string", shown);
-                goto failed;
-            }
-            value = lua_tolstring(L, -1, &vlen);
-            if (ecurl_transfer_add_header(tr, name, nlen, value, vlen, &err) != 0)
-                goto failed;
-            lua_pop(L, 1);
-        }
-    }
     if (ecurl_transfer_setup(tr, t->easy, &cfg, &req, &err) != 0)
         goto failed;
 
@@ -405,15 +462,15 @@ static int l_request(lua_State *L)
     if (ecurl_transfer_error(tr, &cfg, &err)) {
         elapsed = tr->elapsed_ms;
         ecurl_transfer_release(tr);
-        return push_error(L, &err, elapsed);
+        return ecurl_lua_push_error(L, &err, elapsed);
     }
-    push_response(L, tr);
+    ecurl_lua_push_response(L, tr);
     ecurl_transfer_release(tr);
     return 1;
 
 failed:
     ecurl_transfer_release(tr);
-    return push_error(L, &err, -1);
+    return ecurl_lua_push_error(L, &err, -1);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -438,14 +495,15 @@ int luaopen_endaoment_partner_curl(lua_State *L)
     const curl_version_info_data *vi;
 
     luaL_newmetatable(L, TRANSPORT_MT);
-    set_funcs(L, meta);
+    ecurl_lua_setfuncs(L, meta);
     lua_newtable(L);
-    set_funcs(L, methods);
+    ecurl_lua_setfuncs(L, methods);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 
     lua_newtable(L);
-    set_funcs(L, funcs);
+    ecurl_lua_setfuncs(L, funcs);
+    ecurl_multi_register(L);
     vi = curl_version_info(CURLVERSION_NOW);
     lua_pushstring(L, (vi && vi->version) ? vi->version : LIBCURL_VERSION);
     lua_setfield(L, -2, "version");

@@ -296,6 +296,17 @@ void ecurl_transfer_release(ecurl_transfer *tr)
     tr->elapsed_ms = 0.0;
 }
 
+CURL *ecurl_transfer_detach(ecurl_transfer *tr)
+{
+    CURL *easy = tr->easy;
+    if (easy) {
+        /* Forget our slist, CURLU, body and error buffer before anyone else uses the handle. */
+        curl_easy_reset(easy);
+        tr->easy = NULL;
+    }
+    return easy;
+}
+
 static int method_is(const ecurl_transfer *tr, const char *m)
 {
     return strcmp(tr->method, m) == 0;

@@ -122,6 +122,13 @@ int ecurl_transfer_error(const ecurl_transfer *tr, const ecurl_config *cfg, ecur
 int ecurl_transfer_next_header(ecurl_transfer *tr, size_t *pos, const char **name, size_t *nlen,
                                const char **value, size_t *vlen);
 void ecurl_transfer_release(ecurl_transfer *tr);
+/*
+ * Takes the easy handle back from a finished (or abandoned) transfer: it is
+ * reset and forgotten, ready for another transfer; the response buffers and
+ * results stay in tr until ecurl_transfer_release(). NULL if none was set.
+ * A multi owner calls curl_multi_remove_handle() first.
+ */
+CURL *ecurl_transfer_detach(ecurl_transfer *tr);
 
 void ecurl_error_set(ecurl_error *err, ecurl_kind kind, int retryable, int curl_code,
                      const char *fmt, ...)
@@ -132,6 +139,47 @@ void ecurl_error_set(ecurl_error *err, ecurl_kind kind, int retryable, int curl_
 const char *ecurl_kind_name(ecurl_kind kind);
 /* Header-value rule shared with the user_agent option: no CTL except TAB. */
 int ecurl_valid_field_value(const char *v, size_t len);
+
+/*
+ * Lua glue shared by curl.c (the blocking transport) and curl_multi.c (the
+ * multi handle). Declared only where lua.h was included first, so that
+ * curl_transfer.c stays free of Lua.
+ */
+#ifdef LUA_VERSION_NUM
+
+#define ECURL_DEFAULT_MAX_BODY 8388608
+
+/* Options of curl.new and curl.multi; the strings live on the Lua stack (indexes 2-5). */
+typedef struct {
+    const char *ca_file; /* the system bundle when not given and readable */
+    size_t ca_len;
+    const char *user_agent;
+    size_t ua_len;
+    size_t max_body;
+    int allow_http_loopback;
+} ecurl_lua_options;
+
+void ecurl_lua_setfuncs(lua_State *L, const luaL_Reg *r);
+char *ecurl_dup_string(const char *s, size_t len);
+/* Pushes nil and { kind, message, curl_code?, retryable, elapsed_ms? }; returns 2. */
+int ecurl_lua_push_error(lua_State *L, const ecurl_error *e, double elapsed_ms);
+/* Pushes { status, headers, body, reused, elapsed_ms }. */
+void ecurl_lua_push_response(lua_State *L, ecurl_transfer *tr);
+/* Reads the options table at index 1 (settop 1, then fields at 2-5); raises on a bad option. */
+void ecurl_lua_read_options(lua_State *L, const char *fname, ecurl_lua_options *o);
+/*
+ * Pushes the request table's fields (at idx) above *base and checks them;
+ * nothing is allocated, and only a raising __index can raise. The strings in
+ * req point into the stack: keep it until the transfer has begun.
+ */
+int ecurl_lua_read_request(lua_State *L, int idx, ecurl_request *req, int *base, ecurl_error *err);
+/* ecurl_transfer_begin() plus every header of the request table; never raises. */
+int ecurl_lua_begin_request(lua_State *L, int base, ecurl_transfer *tr, const ecurl_config *cfg,
+                            const ecurl_request *req, ecurl_error *err);
+/* Adds curl.multi to the module table on the top of the stack (curl_multi.c). */
+void ecurl_multi_register(lua_State *L);
+
+#endif /* LUA_VERSION_NUM */
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

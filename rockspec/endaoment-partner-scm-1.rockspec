@@ -41,7 +41,7 @@ build = {
       libraries = { "uuid" },
     },
     ["endaoment.partner.curl"] = {
-      sources = { "csrc/curl.c", "csrc/curl_transfer.c", "csrc/strbuf.c" },
+      sources = { "csrc/curl.c", "csrc/curl_multi.c", "csrc/curl_transfer.c", "csrc/strbuf.c" },
       defines = { "_POSIX_C_SOURCE=200809L" },
       incdirs = { "csrc", "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
@@ -54,6 +54,7 @@ build = {
     },
     ["endaoment.partner"] = "lua/endaoment/partner.lua",
     ["endaoment.partner.retry"] = "lua/endaoment/partner/retry.lua",
+    ["endaoment.partner.async"] = "lua/endaoment/partner/async.lua",
     ["endaoment.partner.journey"] = "lua/endaoment/partner/journey.lua",
     ["endaoment.partner.transport.curl"] = "lua/endaoment/partner/transport/curl.lua",
     ["endaoment.partner.transport.ngx"] = "lua/endaoment/partner/transport/ngx.lua",

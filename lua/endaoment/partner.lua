@@ -66,6 +66,7 @@ local OPTION_TYPES = {
   retry_base_ms = "number", retry_cap_ms = "number", retry_after_cap_ms = "number",
   max_response_bytes = "number", strict = "boolean", ca_file = "string",
   transport = "any", user_agent = "string", random = "function", on_retry = "function",
+  max_connections = "number", on_error = "function",
 }
 
 local function is_loopback_http(url)
@@ -182,7 +183,8 @@ function M.new(opts)
   self.bearer_token = opts.bearer_token
   self.environment = opts.environment
   self.base_url = (opts.base_url or M.ENVIRONMENTS[opts.environment]):gsub("/+$", "")
-  self.timeout_ms = opts.timeout_ms or 30000
+  -- Named apart from the async client's timeout_ms() method.
+  self.request_timeout_ms = opts.timeout_ms or 30000
   self.connect_timeout_ms = opts.connect_timeout_ms or 10000
   self.strict = opts.strict == true
   self.random = opts.random
@@ -196,7 +198,7 @@ function M.new(opts)
   local cfg = {
     ca_file = opts.ca_file,
     max_response_bytes = opts.max_response_bytes or 8 * 1024 * 1024,
-    timeout_ms = self.timeout_ms, connect_timeout_ms = self.connect_timeout_ms,
+    timeout_ms = self.request_timeout_ms, connect_timeout_ms = self.connect_timeout_ms,
   }
   self.transport = pick_transport(cfg, opts.transport)
   local tv = self.transport.version or (self.transport.name or "custom")
@@ -396,7 +398,7 @@ M._PLANNERS = PLANNERS
 
 local function request_for(self, method, path, headers, body, opts)
   return { method = method, url = self.base_url .. path, headers = headers, body = body,
-    timeout_ms = opts.timeout_ms or self.timeout_ms, connect_timeout_ms = self.connect_timeout_ms }
+    timeout_ms = opts.timeout_ms or self.request_timeout_ms, connect_timeout_ms = self.connect_timeout_ms }
 end
 
 for op, spec in pairs(OPS) do
@@ -513,5 +515,8 @@ for name, planner in pairs(PLANNERS) do
     return self:_send(req, meta_or_err)
   end
 end
+
+-- The *_async twins, poll/wait/pending/fds/timeout_ms (libcurl is loaded on the first async call only).
+require("endaoment.partner.async").install(Client, M)
 
 return M

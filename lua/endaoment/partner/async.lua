@@ -1,0 +1,432 @@
+-- endaoment.partner.async: the poll-driven asynchronous client, for hosts
+-- that run a frame loop or their own event loop and must never block.
+--
+-- endaoment.partner installs it into its client class (the last lines of
+-- partner.lua). Every call gets an _async twin that takes a callback as its
+-- last argument:
+--
+--   local h, err, meta = client:submit_grant_async(body, opts, function(result, err, meta) end)
+--   client:poll(0)          -- never blocks: moves bytes, starts due retries, runs callbacks
+--
+-- The twin runs the same planner as the blocking call (validation, encoding,
+-- headers), the same retry policy (Client:_retry_wait) and the same result
+-- mapping (Client:_finish), so a callback receives exactly what the blocking
+-- call would have returned. Invalid input returns nil, err, meta at once:
+-- nothing is sent and the callback is never called.
+--
+-- Transfers run on one libcurl multi handle per client (endaoment.partner.curl
+-- multi, csrc/curl_multi.c), loaded on the first async call only: a client
+-- used inside nginx never loads libcurl. No Lua runs inside libcurl: results
+-- are buffered in C and callbacks run from poll/wait, each under xpcall.
+local core = require "endaoment.partner.core"
+
+local M = {}
+
+local unpack = table.unpack or unpack
+local traceback = debug.traceback
+
+M.DEFAULT_MAX_CONNECTIONS = 16
+M.MAX_CONNECTIONS = 512
+-- timeout_ms() when transfers are in flight but libcurl has set no timer.
+M.IDLE_POLL_MS = 1000
+
+local wall_ms -- endaoment.partner's clock, set by install()
+
+local function new_error(kind, message, extra)
+  return core.error(kind, message, extra)
+end
+
+---------------------------------------------------------------------------
+-- errors raised by callbacks
+---------------------------------------------------------------------------
+
+local function with_traceback(e)
+  return traceback(type(e) == "string" and e or tostring(e), 2)
+end
+
+local function default_on_error(err, info)
+  io.stderr:write("endaoment.partner: error in the async callback of ", tostring(info.call), " (idempotency key ",
+    tostring(info.idempotency_key), "): ", tostring(err), "\n")
+end
+
+-- Reports an error raised by a callback (or on_retry); never raises itself.
+local function report(client, err, h, where)
+  local info = { call = h and h.call, idempotency_key = h and h.idempotency_key, handle = h, where = where }
+  local f = rawget(client, "on_error")
+  if f then
+    local ok, e2 = pcall(f, err, info)
+    if ok then return end
+    err = tostring(err) .. "\n(and on_error raised: " .. tostring(e2) .. ")"
+  end
+  pcall(default_on_error, err, info)
+end
+
+---------------------------------------------------------------------------
+-- handles
+---------------------------------------------------------------------------
+
+-- state: "running" (in the multi handle), "waiting" (for a retry), "settling"
+-- (an attempt finished, deciding), "ready" (result queued for its callback),
+-- "done" (callback called) or "cancelled" (never called).
+local Handle = {}
+Handle.__index = Handle
+
+function Handle:done()
+  return self.state == "done" or self.state == "cancelled"
+end
+
+local function remove_timer(st, h)
+  for i = 1, #st.timers do
+    if st.timers[i] == h then table.remove(st.timers, i); return end
+  end
+end
+
+-- Stops waiting for the request: its callback is never called. What was
+-- already sent may have been processed by the API; send the same body again
+-- (same idempotency key, h.idempotency_key) to learn the outcome.
+function Handle:cancel()
+  local st, s = self._st, self.state
+  if s == "done" or s == "cancelled" then return false end
+  self.state = "cancelled"
+  st.npending = st.npending - 1
+  if s == "running" then
+    st.by_id[self._id] = nil
+    if not st.closed then st.multi:cancel(self._id) end
+  elseif s == "waiting" then
+    remove_timer(st, self)
+  end
+  self._cb, self._req = nil, nil
+  return true
+end
+
+Handle.__tostring = function(self)
+  return string.format("endaoment.partner async %s (%s, attempt %d)", tostring(self.call), self.state,
+    self._meta and self._meta.attempts or 0)
+end
+
+---------------------------------------------------------------------------
+-- per-client state
+---------------------------------------------------------------------------
+
+local function async_state(self)
+  local st = rawget(self, "_async")
+  if st then return st end
+  if rawget(self, "_async_closed") then return nil, "the client is closed" end
+  local t = self.transport
+  local tname = type(t) == "table" and tostring(t.name) or type(t)
+  if tname ~= "curl" then
+    return nil, "the async calls run on libcurl's multi interface, and this client's transport is '" ..
+      tname .. "': create it with transport = 'curl' (or 'auto' outside nginx), or use the blocking calls"
+  end
+  -- Loaded here, on the first async call, never when the module loads.
+  local ok, curl = pcall(require, "endaoment.partner.curl")
+  if not ok or type(curl) ~= "table" or not curl.multi then
+    return nil, "the libcurl module has no multi support (" .. tostring(ok and "old build" or curl) ..
+      "): rebuild it with `make`"
+  end
+  local o = rawget(self, "_async_opts") or {}
+  local multi, err = curl.multi {
+    ca_file = o.ca_file,
+    max_response_bytes = o.max_response_bytes,
+    allow_http_loopback = true,
+    max_connections = o.max_connections or M.DEFAULT_MAX_CONNECTIONS,
+  }
+  if not multi then return nil, "cannot create the libcurl multi handle: " .. tostring(err and err.message) end
+  st = {
+    multi = multi,
+    by_id = {},        -- transfer id -> handle, while running
+    timers = {},       -- handles waiting for a retry (h._due)
+    ready = {},        -- { h, result, err, meta } queued for callbacks
+    rhead = 1, rtail = 0,
+    npending = 0,      -- handles neither done nor cancelled
+    closed = false,
+  }
+  self._async = st
+  return st
+end
+
+-- Starts one attempt of h; true, or nil and the transport's error table.
+local function start_attempt(st, h)
+  local id, terr = st.multi:add(h._req)
+  if not id then return nil, terr end
+  h._attempt = h._attempt + 1
+  h._meta.attempts = h._attempt
+  h._id = id
+  h.state = "running"
+  st.by_id[id] = h
+  return true
+end
+
+local function elapsed_since(t0)
+  return math.floor((wall_ms() - t0) * 10 + 0.5) / 10
+end
+
+-- h's final outcome: queued for its callback, which runs later in this poll.
+local function settle(self, st, h, res, terr)
+  h._meta.elapsed_ms = elapsed_since(h._t0)
+  local result, err, meta = self:_finish(res, terr, h._meta)
+  h.state = "ready"
+  st.rtail = st.rtail + 1
+  st.ready[st.rtail] = { h, result, err, meta }
+end
+
+-- An attempt of h finished: retry later (same req, same bytes, same key) or settle.
+local function attempt_done(self, st, h, res, terr)
+  h.state = "settling"
+  local ok, wait = xpcall(function() return self:_retry_wait(h._attempt, res, terr) end, with_traceback)
+  if not ok then
+    -- on_retry raised: reported, and the outcome so far is final.
+    report(self, wait, h, "on_retry")
+    wait = nil
+  end
+  if h.state ~= "settling" then return end                -- cancelled by on_retry
+  if st.closed then h.state = "cancelled"; return end     -- closed by on_retry
+  if wait then
+    h.state = "waiting"
+    h._due = wall_ms() + wait
+    st.timers[#st.timers + 1] = h
+  else
+    settle(self, st, h, res, terr)
+  end
+end
+
+local function next_due(st)
+  local due
+  for i = 1, #st.timers do
+    local d = st.timers[i]._due
+    if not due or d < due then due = d end
+  end
+  return due
+end
+
+-- One non-blocking round: start due retries, move bytes, collect finished
+-- transfers, then run the callbacks of everything settled. Results are taken
+-- out of the queues before any callback runs, so a callback may call
+-- poll/wait (or submit, cancel, close) without anything being delivered twice.
+local function step(self, st)
+  if #st.timers > 0 then
+    local now = wall_ms()
+    local i = 1
+    while i <= #st.timers do
+      local h = st.timers[i]
+      if h._due <= now then
+        table.remove(st.timers, i)
+        local ok, terr = start_attempt(st, h)
+        if not ok then
+          h.state = "settling"
+          settle(self, st, h, nil, terr)
+        end
+      else
+        i = i + 1
+      end
+    end
+  end
+
+  local _, perr = st.multi:perform()
+  if perr then report(self, "libcurl: " .. tostring(perr.message), nil, "perform") end
+
+  while not st.closed do
+    local id, res, terr = st.multi:next()
+    if not id then break end
+    local h = st.by_id[id]
+    if h then
+      st.by_id[id] = nil
+      attempt_done(self, st, h, res, terr)
+    end
+  end
+
+  local n = 0
+  while st.rhead <= st.rtail and not st.closed do
+    local item = st.ready[st.rhead]
+    st.ready[st.rhead] = nil
+    st.rhead = st.rhead + 1
+    local h = item[1]
+    if h.state == "ready" then
+      h.state = "done"
+      st.npending = st.npending - 1
+      n = n + 1
+      local cb = h._cb
+      h._cb, h._req = nil, nil
+      local ok, e = xpcall(function() return cb(item[2], item[3], item[4]) end, with_traceback)
+      if not ok then report(self, e, h, "callback") end
+    end
+  end
+  if st.rhead > st.rtail then st.rhead, st.rtail = 1, 0 end
+  return n
+end
+
+local function close_state(self)
+  rawset(self, "_async_closed", true)
+  local st = rawget(self, "_async")
+  if not st or st.closed then return end
+  st.closed = true
+  for _, h in pairs(st.by_id) do h.state = "cancelled" end
+  for _, h in ipairs(st.timers) do h.state = "cancelled" end
+  for i = st.rhead, st.rtail do
+    local item = st.ready[i]
+    if item then item[1].state = "cancelled" end
+  end
+  st.by_id, st.timers, st.ready, st.rhead, st.rtail, st.npending = {}, {}, {}, 1, 0, 0
+  st.multi:close()
+end
+
+---------------------------------------------------------------------------
+-- public methods
+---------------------------------------------------------------------------
+
+local function submit(self, call, planner, ...)
+  local n = select("#", ...)
+  local args = { ... }
+  local cb = args[n]
+  if type(cb) ~= "function" then
+    return nil, new_error("invalid", call .. "_async: the last argument must be the callback " ..
+      "function(result, err, meta)", { field = "callback" }), { attempts = 0 }
+  end
+  local req, perr, meta = planner(self, unpack(args, 1, n - 1))
+  if not req then return nil, perr, meta end
+  meta = perr
+  local st, why = async_state(self)
+  if not st then return nil, new_error("config", why), meta end
+  local h = setmetatable({
+    call = call, idempotency_key = meta.idempotency_key, state = "new",
+    _st = st, _req = req, _meta = meta, _cb = cb, _attempt = 0, _t0 = wall_ms(),
+  }, Handle)
+  local ok, terr = start_attempt(st, h)
+  if not ok then
+    -- Refused before anything was sent (a header or URL libcurl will not take).
+    local _, err = self:_finish(nil, terr, meta)
+    return nil, err, meta
+  end
+  st.npending = st.npending + 1
+  return h
+end
+
+local function check_ms(name, v, allow_nil)
+  if v == nil and allow_nil then return end
+  if type(v) ~= "number" or v ~= v or v < 0 then
+    error("endaoment.partner: " .. name .. " takes a number of milliseconds >= 0", 3)
+  end
+end
+
+-- Methods added to the client class.
+local methods = {}
+
+-- Runs what is ready without blocking (timeout_ms 0 or nil); with timeout_ms
+-- > 0, as wait(timeout_ms). Returns how many callbacks ran.
+function methods:poll(timeout_ms)
+  check_ms("poll", timeout_ms, true)
+  if timeout_ms and timeout_ms > 0 then return self:wait(timeout_ms) end
+  local st = rawget(self, "_async")
+  if not st or st.closed then return 0 end
+  return step(self, st)
+end
+
+-- Blocks up to timeout_ms (nil: no limit) until at least one callback has
+-- run, or nothing is pending. Returns how many callbacks ran.
+function methods:wait(timeout_ms)
+  check_ms("wait", timeout_ms, true)
+  local st = rawget(self, "_async")
+  if not st or st.closed then return 0 end
+  local deadline = timeout_ms and (wall_ms() + timeout_ms)
+  local n = step(self, st)
+  while n == 0 and st.npending > 0 and not st.closed do
+    local now = wall_ms()
+    local t = deadline and (deadline - now) or M.IDLE_POLL_MS
+    if t <= 0 then break end
+    local due = next_due(st)
+    if due then t = math.min(t, math.max(0, due - now)) end
+    if st.rhead <= st.rtail then t = 0 end
+    local _, werr = st.multi:wait(math.ceil(t))
+    if werr then report(self, "libcurl: " .. tostring(werr.message), nil, "wait") end
+    n = n + step(self, st)
+  end
+  return n
+end
+
+-- Requests neither completed (callback called) nor cancelled, including
+-- those waiting for a retry.
+function methods:pending()
+  local st = rawget(self, "_async")
+  return st and st.npending or 0
+end
+
+local FD_MT = { __index = { getfd = function(f) return f.fd end } }
+
+-- The sockets to watch: { {fd=, read=, write=}, ... }; each entry also has
+-- :getfd(), so the list can go straight to luasocket's socket.select.
+function methods:fds()
+  local st = rawget(self, "_async")
+  if not st or st.closed then return {} end
+  local list = st.multi:fds()
+  if not list then return {} end
+  for i = 1, #list do setmetatable(list[i], FD_MT) end
+  return list
+end
+
+-- How long (ms) the host may wait on fds() before calling poll(0): libcurl's
+-- own timer and the next retry, whichever is first. 0: call poll(0) now.
+-- -1: nothing is pending.
+function methods:timeout_ms()
+  local st = rawget(self, "_async")
+  if not st or st.closed or st.npending == 0 then return -1 end
+  if st.rhead <= st.rtail then return 0 end
+  local t = st.multi:timeout()
+  local due = next_due(st)
+  if due then
+    local d = math.max(0, math.ceil(due - wall_ms()))
+    t = (t < 0) and d or math.min(t, d)
+  end
+  if t < 0 then t = M.IDLE_POLL_MS end
+  return t
+end
+
+---------------------------------------------------------------------------
+-- installation
+---------------------------------------------------------------------------
+
+-- Called once by endaoment.partner with its client class and module table.
+function M.install(Client, P)
+  wall_ms = P._wall_ms
+
+  for name, fn in pairs(methods) do
+    assert(Client[name] == nil, "endaoment.partner.async: Client." .. name .. " exists already")
+    Client[name] = fn
+  end
+  for name, planner in pairs(P._PLANNERS) do
+    assert(Client[name .. "_async"] == nil, "endaoment.partner.async: installed twice")
+    Client[name .. "_async"] = function(self, ...) return submit(self, name, planner, ...) end
+  end
+
+  -- close() also cancels every async request and frees the multi handle:
+  -- no callback runs after it.
+  local close = Client.close
+  Client.close = function(self)
+    close_state(self)
+    return close(self)
+  end
+  Client.__close = Client.close
+
+  -- new() keeps the options the async client needs. Errors keep pointing at
+  -- the caller of partner.new.
+  local new = P.new
+  P.new = function(opts)
+    if type(opts) == "table" and type(opts.max_connections) == "number" then
+      local mc = opts.max_connections
+      if mc ~= math.floor(mc) or mc < 1 or mc > M.MAX_CONNECTIONS then
+        error("endaoment.partner.new: option max_connections must be a whole number from 1 to " ..
+          M.MAX_CONNECTIONS, 2)
+      end
+    end
+    local ok, client = pcall(new, opts)
+    if not ok then error(client, 2) end
+    client.on_error = opts.on_error
+    client._async_opts = {
+      max_connections = opts.max_connections,
+      ca_file = opts.ca_file,
+      max_response_bytes = opts.max_response_bytes,
+    }
+    return client
+  end
+end
+
+return M
