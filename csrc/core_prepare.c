@@ -686,8 +686,30 @@ static int do_prepare(lua_State *L, int want_json)
                 p.idem_len = 36;
                 p.idem_first = 1;
             }
+        } else if (lua_istable(L, 3)) {
+            /*
+             * Both keys given: silently preferring one would send a key the
+             * caller did not mean for a retry, and a retry under another key
+             * is a second grant. Equal keys (byte for byte) are fine; the
+             * body's key itself is validated in schema order by the walker.
+             */
+            lua_pushliteral(L, "idempotency_key");
+            lua_rawget(L, 3);
+            if (!lua_isnil(L, -1)) {
+                size_t blen = 0, olen = 0;
+                const char *b = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &blen) : NULL;
+                const char *o = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &olen) : NULL;
+                if (!o || !ep_is_uuid(o, olen))
+                    return push_invalid(L, "idempotency_key", "idempotency_key must be a UUID");
+                if (b && (blen != olen || memcmp(b, o, olen) != 0))
+                    return push_invalid(L, "idempotencyKey",
+                                        "idempotencyKey in the body differs from "
+                                        "opts.idempotency_key: give the key once, or the same "
+                                        "key in both");
+            }
+            lua_pop(L, 1);
         }
-        /* else: validated and reported in schema order by the walker */
+        /* else: the body's key is validated and reported in schema order by the walker */
     }
 
     sb = ep_buffer_acquire(L);

@@ -45,9 +45,19 @@ typedef struct {
     int allow_http_loopback;
     int closed;
     /*
-     * The transfer lives inside the GC-owned userdata: if Lua raises while
-     * a result is being pushed (out of memory), its buffers are still
-     * reachable and are freed by the next request, close or __gc.
+     * Set while t:request owns tr, from ecurl_transfer_begin until the
+     * result is on the stack. Pushing the result allocates, and any
+     * allocation may run a __gc finalizer (Lua 5.4, LuaJIT), which may call
+     * t:request or t:close: those must not touch tr mid-push. A nested
+     * request is refused; a nested close only sets close_pending, which
+     * l_request applies once the push is over.
+     */
+    int busy;
+    int close_pending;
+    /*
+     * The transfer lives inside the GC-owned userdata, so that its buffers
+     * are reachable from exactly one owner whatever happens; l_request
+     * releases them before it returns or re-raises.
      */
     ecurl_transfer tr;
 } transport_t;
@@ -130,7 +140,13 @@ static transport_t *check_transport(lua_State *L)
 
 static int l_close(lua_State *L)
 {
-    transport_close(check_transport(L));
+    transport_t *t = check_transport(L);
+    if (t->busy) {
+        /* Called by a finalizer while l_request pushes from tr: close when the push is over. */
+        t->close_pending = 1;
+        return 0;
+    }
+    transport_close(t);
     return 0;
 }
 
@@ -426,6 +442,24 @@ static void transport_config(const transport_t *t, ecurl_config *cfg)
     cfg->share = t->share;
 }
 
+/*
+ * Runs under lua_pcall (see l_request): pushes the result of the finished
+ * transfer in t->tr, { response } or nil, err. Everything here may raise
+ * (out of memory) or run finalizers.
+ */
+static int push_result(lua_State *L)
+{
+    transport_t *t = (transport_t *)lua_touserdata(L, 1);
+    ecurl_config cfg;
+    ecurl_error err;
+
+    transport_config(t, &cfg);
+    if (ecurl_transfer_error(&t->tr, &cfg, &err))
+        return ecurl_lua_push_error(L, &err, t->tr.elapsed_ms);
+    ecurl_lua_push_response(L, &t->tr);
+    return 1;
+}
+
 static int l_request(lua_State *L)
 {
     transport_t *t = check_transport(L);
@@ -433,15 +467,15 @@ static int l_request(lua_State *L)
     ecurl_request req;
     ecurl_error err;
     ecurl_transfer *tr = &t->tr;
-    double elapsed;
-    int base;
+    int base, top, rc;
 
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
     if (t->closed)
         return push_config_error(L, "transport is closed");
-    /* Leftovers of a request whose result could not be pushed. */
-    ecurl_transfer_release(tr);
+    if (t->busy)
+        return push_config_error(L, "transport busy: t:request was called from a finalizer "
+                                    "while this transport was returning a result");
 
     /*
      * Read every field first (lua_getfield may run __index and raise);
@@ -450,27 +484,44 @@ static int l_request(lua_State *L)
      */
     if (ecurl_lua_read_request(L, 2, &req, &base, &err) != 0)
         return ecurl_lua_push_error(L, &err, -1);
+    /*
+     * Reading ran Lua (__index, finalizers), which may have closed the
+     * transport; nothing has been allocated yet, so there is nothing to free.
+     */
+    if (t->closed)
+        return push_config_error(L, "transport is closed");
 
+    /* From here on no Lua runs until push_result, and nothing raises: busy is always cleared. */
+    t->busy = 1;
     transport_config(t, &cfg);
-    if (ecurl_lua_begin_request(L, base, tr, &cfg, &req, &err) != 0)
-        goto failed;
-    if (ecurl_transfer_setup(tr, t->easy, &cfg, &req, &err) != 0)
-        goto failed;
+    if (ecurl_lua_begin_request(L, base, tr, &cfg, &req, &err) != 0 ||
+        ecurl_transfer_setup(tr, t->easy, &cfg, &req, &err) != 0) {
+        ecurl_transfer_release(tr);
+        t->busy = 0;
+        return ecurl_lua_push_error(L, &err, -1);
+    }
 
     ecurl_transfer_complete(tr, curl_easy_perform(t->easy));
 
-    if (ecurl_transfer_error(tr, &cfg, &err)) {
-        elapsed = tr->elapsed_ms;
-        ecurl_transfer_release(tr);
-        return ecurl_lua_push_error(L, &err, elapsed);
+    /*
+     * The push runs protected: if it raises (out of memory, or an error in
+     * a Lua 5.1 finalizer), tr is still released, busy cleared and a
+     * pending close applied here, and then the error goes on. push_result
+     * is an upvalue, so pushing it allocates nothing and cannot raise.
+     */
+    top = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushlightuserdata(L, t);
+    rc = lua_pcall(L, 1, LUA_MULTRET, 0);
+    ecurl_transfer_release(tr);
+    t->busy = 0;
+    if (t->close_pending) {
+        t->close_pending = 0;
+        transport_close(t);
     }
-    ecurl_lua_push_response(L, tr);
-    ecurl_transfer_release(tr);
-    return 1;
-
-failed:
-    ecurl_transfer_release(tr);
-    return ecurl_lua_push_error(L, &err, -1);
+    if (rc != 0)
+        return lua_error(L);
+    return lua_gettop(L) - top;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -478,7 +529,7 @@ failed:
 int luaopen_endaoment_partner_curl(lua_State *L)
 {
     static const luaL_Reg methods[] = {
-        { "request", l_request },
+        /* request: below, with an upvalue */
         { "close", l_close },
         { NULL, NULL },
     };
@@ -498,6 +549,10 @@ int luaopen_endaoment_partner_curl(lua_State *L)
     ecurl_lua_setfuncs(L, meta);
     lua_newtable(L);
     ecurl_lua_setfuncs(L, methods);
+    /* push_result as an upvalue: on 5.1 and LuaJIT pushing a C function allocates (and may raise). */
+    lua_pushcfunction(L, push_result);
+    lua_pushcclosure(L, l_request, 1);
+    lua_setfield(L, -2, "request");
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 

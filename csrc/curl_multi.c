@@ -24,7 +24,13 @@
  * number: connections are kept alive and reused across requests.
  *
  * No Lua runs while libcurl runs: the libcurl callbacks (curl_transfer.c)
- * fill C buffers, and results become Lua values in m:next(). Every item,
+ * fill C buffers, and results become Lua values in m:next().
+ *
+ * Re-entry: any allocation may run a __gc finalizer (Lua 5.4, LuaJIT), and a
+ * finalizer may call any method of the same handle. So every method finishes
+ * its C work on lists and items before it allocates a Lua value, and m:next
+ * unlinks the item it returns before pushing it (see l_next); m:add re-checks
+ * `closed` after reading the request table, whose __index may run Lua. Every item,
  * easy handle, the share and the multi handle belong to the userdata and are
  * freed by next, cancel, close or __gc. Lua is never called back from here;
  * the userdata holds no references to Lua values.
@@ -309,6 +315,13 @@ static int l_add(lua_State *L)
     /* Everything that can raise happens before the item is allocated. */
     if (ecurl_lua_read_request(L, 2, &req, &base, &err) != 0)
         return ecurl_lua_push_error(L, &err, -1);
+    /*
+     * Reading ran Lua (__index, finalizers), which may have closed the
+     * multi handle; nothing has been allocated yet. After this point no Lua
+     * runs until the id is pushed.
+     */
+    if (m->closed)
+        return push_error_kind(L, ECURL_KIND_CONFIG, "multi handle is closed");
 
     it = (mitem *)calloc(1, sizeof *it);
     if (!it)
@@ -348,33 +361,62 @@ static int l_perform(lua_State *L)
     return 1;
 }
 
+/* What l_next hands to push_taken through lua_pcall. */
+typedef struct {
+    mitem *it;
+    int failed; /* err holds the failure to push */
+    ecurl_error err;
+} taken_t;
+
+/* Runs under lua_pcall (see l_next): pushes id, res | id, nil, err. May raise or run finalizers. */
+static int push_taken(lua_State *L)
+{
+    taken_t *tk = (taken_t *)lua_touserdata(L, 1);
+
+    lua_pushinteger(L, tk->it->id);
+    if (tk->failed)
+        return 1 + ecurl_lua_push_error(L, &tk->err, tk->it->failed ? -1 : tk->it->tr.elapsed_ms);
+    ecurl_lua_push_response(L, &tk->it->tr);
+    return 2;
+}
+
 static int l_next(lua_State *L)
 {
     multi_t *m = check_multi(L);
-    mitem *it = m->closed ? NULL : m->done.head;
     ecurl_config cfg;
-    ecurl_error err;
+    taken_t tk;
+    int top, rc;
 
-    if (!it)
-        return 0;
     lua_settop(L, 1);
+    if (m->closed || !m->done.head)
+        return 0;
+
     /*
-     * Push first, unlink after: if pushing raises (out of memory), the item
-     * is still owned by the list and is freed by a later next, close or __gc.
+     * Unlink first, push after: pushing allocates, and a finalizer run by
+     * that allocation may call m:next, m:cancel or m:close. With the item
+     * in no list, none of them can reach it; it belongs to this call alone.
+     * The push runs protected, so the item is freed here even if it raises
+     * (out of memory), and then the error goes on.
      */
-    lua_pushinteger(L, it->id);
-    if (it->failed) {
-        ecurl_lua_push_error(L, &it->err, -1);
+    tk.it = m->done.head;
+    list_unlink(&m->done, tk.it);
+    tk.failed = tk.it->failed;
+    if (tk.failed) {
+        tk.err = tk.it->err;
     } else {
         multi_config(m, &cfg);
-        if (ecurl_transfer_error(&it->tr, &cfg, &err))
-            ecurl_lua_push_error(L, &err, it->tr.elapsed_ms);
-        else
-            ecurl_lua_push_response(L, &it->tr);
+        tk.failed = ecurl_transfer_error(&tk.it->tr, &cfg, &tk.err);
     }
-    list_unlink(&m->done, it);
-    free_item(m, it);
-    return lua_gettop(L) - 1;
+
+    /* push_taken is an upvalue: pushing it allocates nothing, so nothing runs or raises here. */
+    top = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushlightuserdata(L, &tk);
+    rc = lua_pcall(L, 1, LUA_MULTRET, 0);
+    free_item(m, tk.it);
+    if (rc != 0)
+        return lua_error(L);
+    return lua_gettop(L) - top;
 }
 
 static int clamp_ms(lua_Number ms)
@@ -575,7 +617,7 @@ static int l_multi(lua_State *L)
 void ecurl_multi_register(lua_State *L)
 {
     static const luaL_Reg methods[] = {
-        { "add", l_add },       { "perform", l_perform }, { "next", l_next },
+        { "add", l_add },       { "perform", l_perform }, /* next: below, with an upvalue */
         { "wait", l_wait },     { "timeout", l_timeout }, { "fds", l_fds },
         { "cancel", l_cancel }, { "count", l_count },     { "close", l_close },
         { NULL, NULL },
@@ -591,6 +633,10 @@ void ecurl_multi_register(lua_State *L)
     ecurl_lua_setfuncs(L, meta);
     lua_newtable(L);
     ecurl_lua_setfuncs(L, methods);
+    /* push_taken as an upvalue: on 5.1 and LuaJIT pushing a C function allocates (and may raise). */
+    lua_pushcfunction(L, push_taken);
+    lua_pushcclosure(L, l_next, 1);
+    lua_setfield(L, -2, "next");
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 

@@ -83,6 +83,48 @@ local function run_until(c, pred, limit_s)
   return pred()
 end
 
+-- Calls call() so that a finalizer runs inside the first allocation of call()
+-- that can step the collector (for the C methods: pushing their result), and
+-- returns a table of call()'s results. fn is that finalizer's body.
+--
+-- 60 objects with __gc are made garbage together, the collector is driven in
+-- the smallest steps until it has started finalizing them (Lua 5.4 runs 10
+-- per step, LuaJIT and 5.1 one per step at stepmul 10), and then restarted
+-- so that the very next allocation steps it again. Lua 5.1 and LuaJIT run
+-- __gc only for userdata, hence newproxy there.
+local newproxy = rawget(_G, "newproxy")
+local function with_finalizer_inside(fn, call)
+  local started, armed = false, false
+  local function gc() if armed then fn() else started = true end end
+  local objs = {}
+  for i = 1, 60 do
+    if newproxy then
+      objs[i] = newproxy(true)
+      getmetatable(objs[i]).__gc = gc
+    else
+      objs[i] = setmetatable({}, { __gc = gc })
+    end
+  end
+  objs = nil -- luacheck: ignore
+  local restore
+  if _VERSION == "Lua 5.4" then
+    collectgarbage("incremental", 200, 1, 1)
+    restore = function() collectgarbage("incremental", 200, 100, 13) end
+  else
+    local stepmul = collectgarbage("setstepmul", 10)
+    restore = function() collectgarbage("setstepmul", stepmul) end
+  end
+  while not started do collectgarbage("step", 0) end
+  collectgarbage("restart")
+  armed = true
+  -- nothing between here and call() allocates (a table constructor would)
+  local ok, a, b, c = pcall(call)
+  armed = false
+  restore()
+  assert(ok, a)
+  return { a, b, c }
+end
+
 -- A callback that records its calls.
 local function recorder()
   local calls = {}
@@ -609,6 +651,69 @@ describe("curl.multi (C)", function()
     assert.same({}, m:fds())
     assert.equal(-1, m:timeout())
   end)
+
+  it("refuses a request whose table closes the multi handle while it is read; keeps nothing", function()
+    local m = curl.multi()
+    local req = setmetatable({}, { __index = function(_, k)
+      if k == "url" then
+        m:close()
+        return srv.url .. "/v1/auth/whoami"
+      end
+    end })
+    local id, err = m:add(req)
+    assert.is_nil(id)
+    assert.equal("config", err.kind)
+    assert.equal("multi handle is closed", err.message)
+    assert.equal(0, (m:count()))
+    assert.same({}, srv.logged())
+  end)
+
+  -- Finalizers run inside allocations, such as those of pushing next()'s
+  -- result; one that closes the handle, cancels or takes results must not
+  -- free the result being pushed.
+  for _, action in ipairs({ "close", "cancel", "next" }) do
+    it("next() returns a whole result when a finalizer calls " .. action .. "() meanwhile", function()
+      local req = { url = srv.url .. "/v1/auth/whoami", headers = { ["x-api-key"] = KEY } }
+      for _ = 1, 2 do
+        local m = curl.multi()
+        finally(function() m:close() end)
+        local first, second = assert(m:add(req)), assert(m:add(req))
+        local deadline = now_ms() + 5000
+        repeat
+          m:perform()
+          local _, running = m:count()
+          if running > 0 then m:wait(20) end
+        until running == 0 or now_ms() > deadline
+        local ran, inner = 0, {}
+        local r = with_finalizer_inside(function()
+          ran = ran + 1
+          if action == "close" then m:close()
+          elseif action == "cancel" then m:cancel(first); m:cancel(second)
+          else inner[#inner + 1] = { m:next() } end
+        end, function() return m:next() end)
+        local id, res, err = r[1], r[2], r[3]
+        assert.is_true(ran > 0, "no finalizer ran while the result was pushed")
+        assert.is_nil(err, err and err.message)
+        assert.is_true(id == first or id == second)
+        assert.equal(200, res.status)
+        assert.equal("Sandbox Partner", cjson.decode(res.body).clientName)
+        if action == "close" then
+          assert.matches("closed", tostring(m))
+          assert.equal(0, select("#", m:next()))
+        elseif action == "cancel" then
+          assert.equal(0, (m:count()))
+          assert.is_nil(m:next())
+        else
+          -- the finalizers took the other result, whole, then found none
+          assert.equal(first + second - id, inner[1][1])
+          assert.equal(200, inner[1][2].status)
+          for i = 2, #inner do assert.is_nil(inner[i][1]) end
+          assert.equal(0, (m:count()))
+        end
+        m:close()
+      end
+    end)
+  end
 
   it("frees multi handles with transfers in flight when they are only garbage collected", function()
     for _ = 1, 3 do

@@ -960,9 +960,33 @@ describe("core.prepare", function()
     it("uses the body's idempotency key, upper or lower case", function()
       local body = cash_body()
       body.idempotencyKey = UUID2:upper()
-      local out, info = prep("record_cash_donation", body, { idempotency_key = UUID3 })
+      local out, info = prep("record_cash_donation", body)
       assert.are.equal(UUID2:upper(), out.idempotencyKey)
       assert.are.equal(UUID2:upper(), info.idempotency_key)
+    end)
+
+    it("accepts the same key in the body and in opts.idempotency_key", function()
+      local body = cash_body()
+      body.idempotencyKey = UUID2
+      local out, info = prep("record_cash_donation", body, { idempotency_key = UUID2 })
+      assert.are.equal(UUID2, out.idempotencyKey)
+      assert.are.equal(UUID2, info.idempotency_key)
+      assert.is_true(core.validate("record_cash_donation", body, { idempotency_key = UUID2 }))
+    end)
+
+    it("refuses different keys in the body and in opts.idempotency_key", function()
+      -- sending either one silently could send a retry under a key its caller never meant
+      local body = cash_body()
+      body.idempotencyKey = UUID2
+      local err = expect_invalid("record_cash_donation", body, "idempotencyKey", "differs from opts.idempotency_key",
+                                 { idempotency_key = UUID3 })
+      assert.are.equal("invalid", err.kind)
+      -- byte for byte: the server may tell the cases apart
+      expect_invalid("record_cash_donation", body, "idempotencyKey", "differs", { idempotency_key = UUID2:upper() })
+      expect_invalid("submit_grant", { idempotencyKey = UUID2 }, "idempotencyKey", "differs",
+                     { idempotency_key = UUID3 })
+      -- a bad option is reported as such, even with a key in the body
+      expect_invalid("record_cash_donation", body, "idempotency_key", "must be a UUID", { idempotency_key = "nope" })
     end)
 
     it("uses opts.idempotency_key when the body has none", function()

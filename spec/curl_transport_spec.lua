@@ -29,6 +29,55 @@ local function free_port()
   return tonumber(port)
 end
 
+-- Calls call() so that a finalizer runs inside the first allocation of call()
+-- that can step the collector (for the C methods: pushing their result), and
+-- returns a table of call()'s results. fn is that finalizer's body.
+--
+-- 60 objects with __gc are made garbage together, the collector is driven in
+-- the smallest steps until it has started finalizing them (Lua 5.4 runs 10
+-- per step, LuaJIT and 5.1 one per step at stepmul 10), and then restarted
+-- so that the very next allocation steps it again. Lua 5.1 and LuaJIT run
+-- __gc only for userdata, hence newproxy there.
+local newproxy = rawget(_G, "newproxy")
+local function with_finalizer_inside(fn, call)
+  local started, armed = false, false
+  local function gc() if armed then fn() else started = true end end
+  local objs = {}
+  for i = 1, 60 do
+    if newproxy then
+      objs[i] = newproxy(true)
+      getmetatable(objs[i]).__gc = gc
+    else
+      objs[i] = setmetatable({}, { __gc = gc })
+    end
+  end
+  objs = nil -- luacheck: ignore
+  local restore
+  if _VERSION == "Lua 5.4" then
+    collectgarbage("incremental", 200, 1, 1)
+    restore = function() collectgarbage("incremental", 200, 100, 13) end
+  else
+    local stepmul = collectgarbage("setstepmul", 10)
+    restore = function() collectgarbage("setstepmul", stepmul) end
+  end
+  while not started do collectgarbage("step", 0) end
+  collectgarbage("restart")
+  armed = true
+  -- nothing between here and call() allocates (a table constructor would)
+  local ok, a, b, c = pcall(call)
+  armed = false
+  restore()
+  assert(ok, a)
+  return { a, b, c }
+end
+
+local function sorted_keys(t)
+  local ks = {}
+  for k in pairs(t) do ks[#ks + 1] = k end
+  table.sort(ks)
+  return ks
+end
+
 local function assert_error(res, err, kind, retryable)
   assert.is_nil(res)
   assert.is_table(err)
@@ -289,6 +338,60 @@ describe("endaoment.partner.curl", function()
       assert.equal("transport is closed", err.message)
       assert.matches("closed", tostring(t))
       assert.same({}, logged())
+    end)
+
+    it("refuses a request whose table closes the transport while it is read", function()
+      local req = setmetatable({}, { __index = function(_, k)
+        if k == "url" then
+          t:close()
+          return url("/v1/auth/whoami")
+        end
+      end })
+      local res, err = t:request(req)
+      assert_error(res, err, "config", false)
+      assert.equal("transport is closed", err.message)
+      assert.same({}, logged())
+    end)
+
+    it("refuses t:request from a finalizer while returning a result, which stays whole", function()
+      local req = { url = url("/v1/auth/whoami"), headers = { ["x-api-key"] = KEY } }
+      local want = assert(t:request(req))
+      for _ = 1, 3 do
+        local inner = {}
+        local r = with_finalizer_inside(function() inner[#inner + 1] = { t:request(req) } end,
+          function() return t:request(req) end)
+        local res, err = r[1], r[2]
+        assert.is_nil(err)
+        assert.equal(200, res.status)
+        assert.equal(want.body, res.body)
+        assert.same(sorted_keys(want.headers), sorted_keys(res.headers))
+        assert.is_true(#inner > 0, "no finalizer ran while the result was pushed")
+        for _, ir in ipairs(inner) do
+          assert_error(ir[1], ir[2], "config", false)
+          assert.matches("^transport busy: ", ir[2].message)
+        end
+      end
+      assert(t:request(req)) -- not left busy
+      assert.equal(5, #logged("/v1/auth/whoami")) -- the refused requests sent nothing
+    end)
+
+    it("defers t:close from a finalizer until the result is returned", function()
+      local req = { url = url("/v1/auth/whoami"), headers = { ["x-api-key"] = KEY } }
+      for _ = 1, 3 do
+        local tt, closes = curl.new({}), 0
+        local r = with_finalizer_inside(function() closes = closes + 1; tt:close() end,
+          function() return tt:request(req) end)
+        local res, err = r[1], r[2]
+        assert.is_true(closes > 0, "no finalizer ran while the result was pushed")
+        assert.is_nil(err)
+        assert.equal(200, res.status)
+        assert.equal("Sandbox Partner", cjson.decode(res.body).clientName)
+        local r2, e2 = tt:request(req)
+        assert_error(r2, e2, "config", false)
+        assert.equal("transport is closed", e2.message)
+        assert.matches("closed", tostring(tt))
+        tt:close()
+      end
     end)
 
     -- Only Lua 5.4 has to-be-closed variables; elsewhere the case shows as pending.
