@@ -109,6 +109,11 @@ describe("journey.run", function()
     assert.is_nil(result)
     assert.equal("donations[1].receivingFundId", err.field)
     p = plan()
+    p.donations = { p.donations[1], nil, p.donations[2] }
+    result, err = journey.run(client, p)
+    assert.is_nil(result)
+    assert.equal("donations", err.field)
+    p = plan()
     p.colour = "red"
     result, err = journey.run(client, p)
     assert.is_nil(result)
@@ -167,7 +172,89 @@ describe("journey.run", function()
     changed.donations[1].pledgedAmountMicroDollars = "999"
     _, err = journey.run(client, changed, { state_file = state })
     assert.equal("config", err.kind)
-    assert.matches("donations%[1%] differs", err.message)
+    assert.matches("donations%[1%] is already done", err.message)
+  end)
+
+  it("refuses to change a step whose outcome is unknown, and never suggests a new state file", function()
+    local state = tmpfile()
+    finally(function() os.remove(state) end)
+    control("POST", "/__sandbox/faults", { path = "/v1/transfers/partner/grant-submissions", status = 503,
+      after = true, count = 3 })
+    local _, err = journey.run(client, plan(), { state_file = state })
+    assert.equal("grant", err.step)
+    assert.is_false(err.rejected)
+    local changed = plan()
+    changed.grant.grants[1].amountMicroDollars = "1"
+    _, err = journey.run(client, changed, { state_file = state })
+    assert.equal("config", err.kind)
+    assert.matches("outcome is unknown", err.message)
+    assert.matches("duplicates", err.message)
+  end)
+
+  it("lets a step the API refused be corrected, without sending any other step twice", function()
+    local state = tmpfile()
+    finally(function() os.remove(state) end)
+    local bad = plan()
+    bad.grant.grants[1].destinationOrgId = "5b6e6b8e-3f0a-4c47-9a51-0000000000ff"   -- unknown org: 400
+    local result, err = journey.run(client, bad, { state_file = state })
+    assert.is_nil(result)
+    assert.equal("grant", err.step)
+    assert.equal(400, err.status)
+    assert.is_true(err.rejected)
+    assert.equal("rejected", cjson.decode(read_file(state)).steps.grant.status)
+    result = assert(journey.run(client, plan(), { state_file = state }))
+    assert.equal("Accepted", result.grant.status)
+    local outcomes = {}
+    for _, s in ipairs(result.steps) do outcomes[s.id] = s.outcome end
+    assert.equal("skipped", outcomes["donations[1]"])
+    assert.equal("created", outcomes.grant)
+    local _, st = control("GET", "/__sandbox/state")
+    assert.equal(2, count(st.pledges))
+    assert.equal(1, count(st.submissions))
+    assert.equal("1632500000", assert(client:get_fund(result.fund.id)).usdcBalance)
+  end)
+
+  it("refuses a state file it cannot read instead of starting afresh", function()
+    local dir = tmpfile()
+    os.execute("mkdir -p " .. dir)
+    finally(function() os.execute("rm -rf " .. dir) end)
+    local _, err = journey.run(client, plan(), { state_file = dir })
+    assert.equal("config", err.kind)
+    assert.matches("cannot read state file", err.message)
+    assert.equal(0, #logged())
+  end)
+
+  it("allows one run per state file at a time", function()
+    local state = tmpfile()
+    -- Another process holds the run's lock, as a concurrent run would.
+    local flag = state .. ".hold"
+    assert(io.open(flag, "w")):close()
+    -- It holds the lock while the flag file exists.
+    local code = string.format('package.cpath = "./build/lua5.4/?.so;" .. package.cpath ' ..
+      'local l = assert(require("endaoment.partner.fs").lock(%q)) ' ..
+      'while true do local f = io.open(%q) if not f then break end f:close() os.execute("sleep 0.05") end ' ..
+      'l:unlock()', state .. ".lock", flag)
+    local holder = io.popen("exec lua5.4 -e " .. server.shell_quote(code), "r")
+    finally(function()
+      os.remove(flag)
+      holder:close()
+      os.remove(state)
+      os.remove(state .. ".lock")
+    end)
+    -- wait until the holder has the lock
+    local deadline = socket.gettime() + 5
+    local ok
+    repeat
+      local fs = require "endaoment.partner.fs"
+      local l = fs.lock(state .. ".lock")
+      ok = l == nil
+      if l then l:unlock() socket.sleep(0.02) end
+    until ok or socket.gettime() > deadline
+    assert.is_true(ok, "the holder never took the lock")
+    local _, err = journey.run(client, plan(), { state_file = state })
+    assert.equal("config", err.kind)
+    assert.matches("another run is using", err.message)
+    assert.equal(0, #logged())
   end)
 
   it("refuses a corrupt state file and leaves it untouched", function()
@@ -234,6 +321,16 @@ describe("bin/endaoment-journey", function()
     assert.matches("embedded sandbox at http://127%.0%.0%.1:%d+", out)
     assert.matches("journey complete", out)
     assert.matches("EXIT=0", out)
+  end)
+
+  it("refuses ENDAOMENT_ENV and ENDAOMENT_BASE_URL together", function()
+    local p = io.popen("ENDAOMENT_ENV=production ENDAOMENT_BASE_URL=" .. srv.url ..
+      " ENDAOMENT_API_KEY=k lua5.4 bin/endaoment-journey " .. plan_file .. " 2>&1; echo EXIT=$?")
+    local out = p:read("*a")
+    p:close()
+    assert.matches("both ENDAOMENT_ENV and ENDAOMENT_BASE_URL", out)
+    assert.matches("EXIT=2", out)
+    assert.equal(0, #logged())
   end)
 
   it("never reaches production unless it is named", function()

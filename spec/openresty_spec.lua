@@ -49,6 +49,7 @@ local HTTP_BLOCK = [[
       tls_wrong_host = client("https://127.0.0.2:{port3}"),
       chunked = client("http://127.0.0.1:{port1}/chunked"),
       chunked_small = client("http://127.0.0.1:{port1}/chunked", { max_response_bytes = 64 }),
+      trickle = client("http://127.0.0.1:{port1}/trickle", { timeout_ms = 500, max_retries = 0 }),
     }
     require("endaoment.sandbox.ngx").configure()
   }
@@ -106,6 +107,17 @@ local HTTP_BLOCK = [[
         ngx.print('"roles":["a","b","c"],')
         ngx.flush(true)
         ngx.print('"pad":"' .. string.rep("x", 40) .. '"}')
+      }
+    }
+    # Six chunks, 300 ms apart: each read is quick, the whole answer is not.
+    location = /trickle/v1/auth/whoami {
+      content_by_lua_block {
+        for i = 1, 6 do
+          ngx.print(i == 1 and '{"parts":["' or '","')
+          ngx.flush(true)
+          ngx.sleep(0.3)
+        end
+        ngx.print('"]}')
       }
     }
     location = /log-phase {
@@ -242,6 +254,14 @@ describe("OpenResty", function()
     assert.equal("network", r.err_kind)
     assert.matches("max_response_bytes", r.err)
     assert.equal(1, r.attempts)
+  end)
+
+  it("holds timeout_ms over the whole answer, not per read", function()
+    local t0 = socket.gettime()
+    local r = get("/call?client=trickle")
+    local took = socket.gettime() - t0
+    assert.equal("timeout", r.err_kind)
+    assert.is_true(took < 1.0, string.format("a 500 ms timeout took %.2f s", took))
   end)
 
   it("refuses to block in phases without cosockets, pointing to ngx.timer.at", function()

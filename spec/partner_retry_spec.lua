@@ -211,6 +211,48 @@ describe("requests as sent", function()
     assert.is_nil(err.field)
   end)
 
+  it("retries an unknown write through request() only on 429, unless it is declared idempotent", function()
+    local tr = scripted({ { status = 503 }, { status = 201 } })
+    local _, err, meta = client(tr):request("POST", "/v1/something-new", { a = 1 })
+    assert.equal(503, err.status)
+    assert.equal(1, meta.attempts)
+    tr = scripted({ { status = 429 }, { status = 201 } })
+    _, err, meta = client(tr):request("POST", "/v1/something-new", { a = 1 })
+    assert.is_nil(err)
+    assert.equal(2, meta.attempts)
+    tr = scripted({ { status = 503 }, { status = 201 } })
+    _, err, meta = client(tr):request("POST", "/v1/something-new", { a = 1 }, { idempotent = true })
+    assert.is_nil(err)
+    assert.equal(2, meta.attempts)
+    tr = scripted({ { err = { kind = "network", message = "reset", retryable = true } }, { status = 201 } })
+    _, err, meta = client(tr):request("POST", "/v1/something-new", { idempotencyKey = partner.uuid4() })
+    assert.is_nil(err)
+    assert.equal(2, meta.attempts)
+    tr = scripted({ { status = 503 }, { status = 200 } })
+    _, err, meta = client(tr):request("GET", "/v1/anything")
+    assert.is_nil(err)
+    assert.equal(2, meta.attempts)
+  end)
+
+  it("does not resend a keyless cancel after a lost answer", function()
+    local tr = scripted({ { err = { kind = "network", message = "reset", retryable = true } }, { status = 200 } })
+    local c = client(tr, { bearer_token = "tok" })
+    local _, err, meta = c:cancel_async_grant(partner.uuid4())
+    assert.equal("network", err.kind)
+    assert.equal(1, meta.attempts)
+  end)
+
+  it("treats an empty 2xx body as kind decode (204 excepted)", function()
+    local t = scripted({ { status = 201, body = "" }, { status = 204, body = "" } })
+    local c = client(t)
+    local _, err = c:whoami()
+    assert.equal("decode", err.kind)
+    local res
+    res, err = c:whoami()
+    assert.is_nil(err)
+    assert.same({}, res)
+  end)
+
   it("reports a 2xx body that is not JSON as kind decode", function()
     local t = scripted({ { status = 200, body = '{"id": "abc' } })
     local _, err = client(t):whoami()
@@ -239,6 +281,20 @@ describe("partner.new", function()
     raises({ api_key = "k", transport = t }, "no default")
     raises({ api_key = "k", environment = "prod", transport = t }, "production, staging, dev")
     raises({ api_key = "k", environment = "dev", base_url = "https://x", transport = t }, "not both")
+  end)
+
+  it("parses base_url strictly: no userinfo tricks, odd authorities or queries", function()
+    for _, u in ipairs({ "http://127.0.0.1:80@evil.example/", "http://localhost:1@evil.example",
+      "http://[::1]@evil.example/", "https://user:pw@api.endaoment.org", "http://127.0.0.1\\@evil.example",
+      "https://api.endaoment.org?x=1", "https:// api.endaoment.org", "https://", "http://127.0.0.1.evil.example",
+      "https://api.endaoment.org:99999", "HTTPS://api.endaoment.org", "https://.evil" }) do
+      local ok = pcall(partner.new, { api_key = "k", base_url = u, transport = t })
+      assert.is_false(ok, u)
+    end
+    for _, u in ipairs({ "http://[::1]:8787", "http://127.0.0.2:1", "https://api.endaoment.org/prefix/",
+      "https://10.1.2.3:8443" }) do
+      assert.is_table(partner.new({ api_key = "k", base_url = u, transport = t }), u)
+    end
   end)
 
   it("allows plain http only to loopback", function()

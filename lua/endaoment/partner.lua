@@ -69,10 +69,28 @@ local OPTION_TYPES = {
   max_connections = "number", on_error = "function",
 }
 
-local function is_loopback_http(url)
-  local host = url:match("^http://%[([^%]]+)%]") or url:match("^http://([^/:?#]+)")
-  if not host then return false end
-  host = host:lower()
+-- Parses base_url strictly: scheme, host (name, IPv4 or [IPv6]), optional
+-- port, optional path. No userinfo, no backslash, no whitespace: a custom
+-- transport must never read "http://127.0.0.1@evil.example" as loopback.
+local function parse_base_url(url)
+  if url:find("[%s@\\%c]") or url:find("[?#]") then return nil end
+  local scheme, rest = url:match("^(https?)://(.+)$")
+  if not scheme then return nil end
+  local host, tail = rest:match("^(%[[%x:%.]+%])(.*)$")
+  if not host then host, tail = rest:match("^([%w%.%-]+)(.*)$") end
+  if not host or host:find("^[%.%-]") or host:find("%.%.") then return nil end
+  local port, path = tail:match("^:(%d+)(.*)$")
+  if port then
+    if tonumber(port) < 1 or tonumber(port) > 65535 then return nil end
+  else
+    path = tail
+  end
+  if path ~= "" and path:sub(1, 1) ~= "/" then return nil end
+  return scheme, host:lower()
+end
+
+local function is_loopback_host(host)
+  host = host:gsub("^%[(.*)%]$", "%1")
   return host == "localhost" or host == "::1" or host:match("^127%.%d+%.%d+%.%d+$") ~= nil
 end
 
@@ -118,8 +136,12 @@ local function check_options(opts)
         opts.environment .. "')", 3)
     end
   elseif opts.base_url then
-    local u = opts.base_url
-    if not (u:match("^https://[^/]") or is_loopback_http(u)) then
+    local scheme, host = parse_base_url(opts.base_url)
+    if not scheme then
+      error("endaoment.partner.new: base_url must be scheme://host[:port][/path], with no user " ..
+        "info, query or spaces (got '" .. opts.base_url .. "')", 3)
+    end
+    if scheme == "http" and not is_loopback_host(host) then
       error("endaoment.partner.new: base_url must be https:// (plain http only to a loopback " ..
         "address such as the sandbox)", 3)
     end
@@ -273,7 +295,6 @@ local function http_error(res, decoded)
   })
 end
 
--- Sends req with the retry policy; returns result, err, meta.
 -- One finished exchange (or transport failure) -> result, err, meta.
 function Client._finish(_, res, terr, meta)
   if not res then
@@ -291,7 +312,9 @@ function Client._finish(_, res, terr, meta)
   local decoded, derr
   local body = res.body or ""
   if body:match("^%s*$") then
-    decoded = {}
+    -- Every documented answer has a JSON body; an empty 2xx would look like
+    -- success without the id a later step needs. 204 means no body by design.
+    if res.status == 204 or res.status >= 300 then decoded = {} else derr = "empty body" end
   else
     decoded, derr = cjson.decode(body)
   end
@@ -309,8 +332,11 @@ function Client._finish(_, res, terr, meta)
 end
 
 -- After attempt n: ms to wait before the next, or nil to stop. Shared by
--- the blocking loop below and the async client.
-function Client:_retry_wait(attempt, res, terr)
+-- the blocking loop below and the async client. A write without an
+-- idempotency guarantee (req.retry_safe == false) is retried only on 429,
+-- an answer that says the request was not processed.
+function Client:_retry_wait(attempt, res, terr, req)
+  if req and req.retry_safe == false and not (res and res.status == 429) then return nil end
   local wait = retry.decide(attempt, self.retry, res, terr, self.random)
   if wait and self.on_retry then
     self.on_retry({ attempt = attempt, wait_ms = wait, status = res and res.status, err = terr })
@@ -327,7 +353,7 @@ function Client:_send(req, meta)
     attempt = attempt + 1
     meta.attempts = attempt
     res, terr = self.transport:request(req)
-    local wait = self:_retry_wait(attempt, res, terr)
+    local wait = self:_retry_wait(attempt, res, terr, req)
     if not wait then break end
     if self.transport.sleep then self.transport:sleep(wait) end
   end
@@ -470,7 +496,11 @@ function PLANNERS.cancel_async_grant(self, id, opts)
   if oerr then return nil, oerr, meta end
   local headers, herr = self:_headers("bearer", opts, false)
   if not headers then return nil, new_error("config", herr), meta end
-  return request_for(self, "POST", "/v1/transfers/async-grants/" .. gid .. "/cancel", headers, "", opts), meta
+  local req = request_for(self, "POST", "/v1/transfers/async-grants/" .. gid .. "/cancel", headers, "", opts)
+  -- No idempotency key exists for a cancel: a resend after a lost answer
+  -- would report "not cancellable" for a grant the first attempt cancelled.
+  req.retry_safe = false
+  return req, meta
 end
 
 -- Escape hatch for endpoints not wrapped yet. body: a table (encoded by the
@@ -487,8 +517,11 @@ function PLANNERS.request(self, method, path, body, opts)
       { field = "path" }), meta
   end
   local auth = opts.auth or "key"
+  if opts.idempotent ~= nil and type(opts.idempotent) ~= "boolean" then
+    return nil, new_error("invalid", "opts.idempotent must be a boolean", { field = "opts.idempotent" }), meta
+  end
   local copts = {}
-  for k, v in pairs(opts) do if k ~= "auth" then copts[k] = v end end
+  for k, v in pairs(opts) do if k ~= "auth" and k ~= "idempotent" then copts[k] = v end end
   local oerr = check_call_opts(copts)
   if oerr then return nil, oerr, meta end
   local json
@@ -505,7 +538,14 @@ function PLANNERS.request(self, method, path, body, opts)
   if not headers then return nil, new_error("config", herr), meta end
   if copts.user_id then headers["x-endaoment-user-id"] = copts.user_id:lower() end
   for k, v in pairs(copts.headers or {}) do headers[k:lower()] = v end
-  return request_for(self, method, path, headers, json, copts), meta
+  local req = request_for(self, method, path, headers, json, copts)
+  -- An endpoint we do not know may not be idempotent: retry a write only when
+  -- the caller says it is, or its body carries an idempotencyKey.
+  if method ~= "GET" and method ~= "HEAD" and opts.idempotent ~= true and
+     not (type(body) == "table" and body.idempotencyKey ~= nil) then
+    req.retry_safe = false
+  end
+  return req, meta
 end
 
 for name, planner in pairs(PLANNERS) do

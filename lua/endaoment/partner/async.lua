@@ -173,7 +173,7 @@ end
 -- An attempt of h finished: retry later (same req, same bytes, same key) or settle.
 local function attempt_done(self, st, h, res, terr)
   h.state = "settling"
-  local ok, wait = xpcall(function() return self:_retry_wait(h._attempt, res, terr) end, with_traceback)
+  local ok, wait = xpcall(function() return self:_retry_wait(h._attempt, res, terr, h._req) end, with_traceback)
   if not ok then
     -- on_retry raised: reported, and the outcome so far is final.
     report(self, wait, h, "on_retry")

@@ -44,8 +44,15 @@ local function prefixed(e, prefix)
   return err("invalid", message, { field = field })
 end
 
+-- Exactly the keys 1..n: a Lua plan like { d1, nil, d3 } must not lose d3.
 local function is_list(t)
-  return type(t) == "table" and (next(t) == nil or #t > 0)
+  if type(t) ~= "table" then return false end
+  local n = 0
+  for k in pairs(t) do
+    if type(k) ~= "number" or k < 1 or k % 1 ~= 0 then return false end
+    n = n + 1
+  end
+  return n == #t
 end
 
 ---------------------------------------------------------------------------
@@ -171,11 +178,20 @@ end
 -- state file
 ---------------------------------------------------------------------------
 
+local ENOENT = 2
+
+-- nil only when the file does not exist: any other failure (permissions, a
+-- directory) must stop the run, or the state would be taken as empty and
+-- every keyed step re-sent under new keys.
 local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
+  local f, msg, code = io.open(path, "rb")
+  if not f then
+    if code == ENOENT then return nil end
+    return false, msg
+  end
+  local s, rerr = f:read("*a")
   f:close()
+  if not s then return false, rerr end
   return s
 end
 
@@ -190,9 +206,13 @@ local function identity(plan, client)
 end
 
 local function load_state(path, ident)
-  local text = read_file(path)
+  local text, rerr = read_file(path)
   if text == nil then
     return { format = M.FORMAT, identity = ident, steps = {} }
+  end
+  if text == false then
+    return nil, err("config", "cannot read state file " .. path .. " (" .. tostring(rerr) .. "); it was " ..
+      "left untouched", { field = "state_file" })
   end
   local st = cjson.decode(text)
   if type(st) ~= "table" or st.format ~= M.FORMAT or type(st.steps) ~= "table" or type(st.identity) ~= "table" then
@@ -219,15 +239,16 @@ local function result_id(res)
   return type(res) == "table" and type(res.id) == "string" and res.id or nil
 end
 
-function M.run(client, plan, opts)
-  opts = opts or {}
-  local ok, verr = M.validate(plan)
-  if not ok then return nil, verr end
-  local fs
-  local state_file = opts.state_file
+-- A failure the API answered definitively (or that never left): nothing was
+-- created under the step's key, so the step may be corrected and re-run.
+local function definitive(e)
+  if e.kind == "invalid" or e.kind == "config" then return true end
+  return e.kind == "http" and not e.retryable and type(e.status) == "number" and e.status >= 400 and e.status < 500
+end
+
+local function run(client, plan, opts, state_file, fs)
   local st
   if state_file then
-    fs = require "endaoment.partner.fs"
     local e
     st, e = load_state(state_file, identity(plan, client))
     if not st then return nil, e end
@@ -273,9 +294,20 @@ function M.run(client, plan, opts)
     local fingerprint = canonical.encode(step.body)
     local rec = st.steps[step.id]
     if rec and rec.fingerprint ~= fingerprint then
-      return nil, err("config", step.id .. " differs from the plan this state file was written for; " ..
-        "its saved idempotency key must not be used for another payload. Restore the plan or use a " ..
-        "new state file", { field = step.id, step = step.id }), result
+      if rec.status == "rejected" then
+        -- The API refused the old payload: its key created nothing, and the
+        -- corrected step gets a key of its own.
+        rec = nil
+      elseif rec.status == "done" then
+        return nil, err("config", step.id .. " is already done with another payload than this plan's; " ..
+          "restore the step as it was (a finished step is never sent again)", { field = step.id, step = step.id }),
+          result
+      else
+        return nil, err("config", step.id .. " was sent and its outcome is unknown, so it must be re-sent " ..
+          "exactly as it was, with its saved idempotency key: restore the step in the plan and run again. " ..
+          "(A new state file would re-send every keyed step under new keys: duplicates.)",
+          { field = step.id, step = step.id }), result
+      end
     end
     if rec and rec.status == "done" then
       record(step, rec, "skipped", 0, nil)
@@ -287,12 +319,19 @@ function M.run(client, plan, opts)
         end
         st.steps[step.id] = rec
       end
+      rec.status = "sent"
       -- The key is on disk before the request that carries it leaves.
       local okw, werr = save()
       if not okw then return nil, werr, result end
       local res, cerr, meta = client[step.op](client, wire(step, ctx), call_opts(step, ctx, rec.idempotencyKey))
       if not res then
         cerr.step = step.id
+        cerr.rejected = definitive(cerr)
+        if cerr.rejected then
+          rec.status, rec.error = "rejected", tostring(cerr)
+          okw, werr = save()
+          if not okw then return nil, werr, result end
+        end
         local info = { n = step.n, total = 5, id = step.id, name = step.name, outcome = "failed",
           elapsed_ms = meta and meta.elapsed_ms, status = meta and meta.status, error = cerr,
           idempotency_key = rec.idempotencyKey }
@@ -300,7 +339,7 @@ function M.run(client, plan, opts)
         if opts.on_step then opts.on_step(info) end
         return nil, cerr, result
       end
-      rec.status, rec.result = "done", res
+      rec.status, rec.result, rec.error = "done", res, nil
       okw, werr = save()
       if not okw then return nil, werr, result end
       local replayed = meta.headers and meta.headers["x-idempotent-replayed"] == "true"
@@ -312,4 +351,24 @@ function M.run(client, plan, opts)
   return result
 end
 
+function M.run(client, plan, opts)
+  opts = opts or {}
+  local ok, verr = M.validate(plan)
+  if not ok then return nil, verr end
+  local state_file = opts.state_file
+  if not state_file then return run(client, plan, opts) end
+  local fs = require "endaoment.partner.fs"
+  -- One run per state file: two runs reading the same state would each make
+  -- their own keys for the same steps. The kernel drops the lock if the
+  -- process dies, so a killed run never blocks its resume.
+  local lock, lerr = fs.lock(state_file .. ".lock")
+  if not lock then
+    return nil, err("config", "another run is using " .. state_file .. ": " .. tostring(lerr) ..
+      "; wait for it to finish (running both would send keyed steps twice)", { field = "state_file" })
+  end
+  local okr, res, e, partial = pcall(run, client, plan, opts, state_file, fs)
+  lock:unlock()
+  if not okr then error(res, 0) end   -- e.g. raised by on_step: after unlocking
+  return res, e, partial
+end
 return M

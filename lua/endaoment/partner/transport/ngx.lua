@@ -72,11 +72,15 @@ function M.new(cfg)
   }, T)
 end
 
+-- The readers below take recv(pattern), a receive bounded by the request's
+-- deadline: a server that trickles bytes cannot stretch a request past
+-- timeout_ms, however many reads the answer takes.
+
 -- Reads the status line and headers; skips 1xx interim answers.
-local function read_head(sock)
+local function read_head(recv)
   local total = 0
   while true do
-    local line, err = sock:receive("*l")
+    local line, err = recv("*l")
     if not line then return nil, err, total end
     total = total + #line
     local version, status = line:match("^HTTP/(%d%.%d) (%d%d%d)")
@@ -84,7 +88,7 @@ local function read_head(sock)
     status = tonumber(status)
     local headers = {}
     while true do
-      local h, herr = sock:receive("*l")
+      local h, herr = recv("*l")
       if not h then return nil, herr, total end
       total = total + #h
       if total > MAX_HEADER_BYTES then return nil, "header section too large", total end
@@ -101,34 +105,34 @@ local function read_head(sock)
   end
 end
 
-local function read_chunked(sock, cap)
+local function read_chunked(recv, cap)
   local parts, size = {}, 0
   while true do
-    local line, err = sock:receive("*l")
+    local line, err = recv("*l")
     if not line then return nil, err end
     local n = tonumber(line:match("^%s*(%x+)"), 16)
     if not n then return nil, "malformed chunk size" end
     if n == 0 then
       repeat
-        line, err = sock:receive("*l")       -- trailers, then the empty line
+        line, err = recv("*l")               -- trailers, then the empty line
         if not line then return nil, err end
       until line == ""
       return table.concat(parts)
     end
     size = size + n
     if size > cap then return nil, "too_large" end
-    local data, derr = sock:receive(n)
+    local data, derr = recv(n)
     if not data then return nil, derr end
     parts[#parts + 1] = data
-    local crlf, cerr = sock:receive(2)
+    local crlf, cerr = recv(2)
     if crlf ~= "\r\n" then return nil, cerr or "malformed chunk" end
   end
 end
 
-local function read_to_close(sock, cap)
+local function read_to_close(recv, cap)
   local parts, size = {}, 0
   while true do
-    local data, err, partial = sock:receive(8192)
+    local data, err, partial = recv(8192)
     data = data or partial
     if data and #data > 0 then
       size = size + #data
@@ -207,13 +211,20 @@ function T:request(req)
     end
   end
 
+  local function recv(pattern)
+    ngx.update_time()
+    if ngx.now() * 1000 >= deadline then return nil, "timeout" end
+    sock:settimeouts(connect_timeout, remaining(), remaining())
+    return sock:receive(pattern)
+  end
+
   sock:settimeouts(connect_timeout, remaining(), remaining())
   local sent, serr = sock:send(wire)
   if not sent then
     sock:close()
     return io_error(serr, "sending the request", url)
   end
-  local head, herr = read_head(sock)
+  local head, herr = read_head(recv)
   if not head then
     sock:close()
     if herr == "closed" then
@@ -231,8 +242,7 @@ function T:request(req)
   if req.method == "HEAD" or head.status == 204 or head.status == 304 then
     rbody = ""
   elseif te and te:lower():find("chunked", 1, true) then
-    sock:settimeouts(connect_timeout, remaining(), remaining())
-    rbody, berr = read_chunked(sock, cap)
+    rbody, berr = read_chunked(recv, cap)
   elseif cl then
     local n = tonumber(cl)
     if not n or n < 0 then
@@ -243,8 +253,7 @@ function T:request(req)
       sock:close()
       return fail("too_large", "answer of " .. n .. " bytes exceeds max_response_bytes (" .. cap .. ")", false)
     end
-    sock:settimeouts(connect_timeout, remaining(), remaining())
-    local data, rerr, partial = sock:receive(n)
+    local data, rerr, partial = recv(n)
     if not data then
       sock:close()
       if rerr == "closed" then
@@ -255,8 +264,7 @@ function T:request(req)
     end
     rbody = data
   else
-    sock:settimeouts(connect_timeout, remaining(), remaining())
-    rbody, berr = read_to_close(sock, cap)
+    rbody, berr = read_to_close(recv, cap)
     h.connection = "close"
   end
   if not rbody then
