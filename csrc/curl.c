@@ -38,11 +38,7 @@
 
 typedef struct {
     CURL *easy;
-    CURLSH *share;
-    char *ca_file;
-    char *user_agent;
-    size_t max_body;
-    int allow_http_loopback;
+    ecurl_config cfg; /* owned: see ecurl_config_init */
     int closed;
     /*
      * Set while t:request owns tr, from ecurl_transfer_begin until the
@@ -71,16 +67,6 @@ void ecurl_lua_setfuncs(lua_State *L, const luaL_Reg *r)
         lua_pushcfunction(L, r->func);
         lua_setfield(L, -2, r->name);
     }
-}
-
-char *ecurl_dup_string(const char *s, size_t len)
-{
-    char *p = (char *)malloc(len + 1);
-    if (p) {
-        memcpy(p, s, len);
-        p[len] = '\0';
-    }
-    return p;
 }
 
 int ecurl_lua_push_error(lua_State *L, const ecurl_error *e, double elapsed_ms)
@@ -123,14 +109,7 @@ static void transport_close(transport_t *t)
         t->easy = NULL;
     }
     /* Only after the easy handle is gone: a share still in use cannot be cleaned up. */
-    if (t->share) {
-        curl_share_cleanup(t->share);
-        t->share = NULL;
-    }
-    free(t->ca_file);
-    t->ca_file = NULL;
-    free(t->user_agent);
-    t->user_agent = NULL;
+    ecurl_config_release(&t->cfg);
 }
 
 static transport_t *check_transport(lua_State *L)
@@ -237,27 +216,12 @@ static int l_new(lua_State *L)
     t = (transport_t *)lua_newuserdata(L, sizeof *t);
     memset(t, 0, sizeof *t);
     ecurl_transfer_init(&t->tr);
-    t->max_body = o.max_body;
-    t->allow_http_loopback = o.allow_http_loopback;
     luaL_getmetatable(L, TRANSPORT_MT);
     lua_setmetatable(L, -2);
 
-    if ((o.ca_file && !(t->ca_file = ecurl_dup_string(o.ca_file, o.ca_len))) ||
-        (o.user_agent && !(t->user_agent = ecurl_dup_string(o.user_agent, o.ua_len)))) {
+    if (ecurl_config_init(&t->cfg, o.ca_file, o.ca_len, o.user_agent, o.ua_len, o.max_body,
+                          o.allow_http_loopback, 1, &err) != 0) {
         transport_close(t);
-        ecurl_error_set(&err, ECURL_KIND_OOM, 0, -1, "out of memory");
-        return ecurl_lua_push_error(L, &err, -1);
-    }
-    if (ecurl_global_init() != 0) {
-        transport_close(t);
-        ecurl_error_set(&err, ECURL_KIND_CONFIG, 0, -1, "curl_global_init failed");
-        return ecurl_lua_push_error(L, &err, -1);
-    }
-    t->share = curl_share_init();
-    if (!t->share || curl_share_setopt(t->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
-        curl_share_setopt(t->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
-        transport_close(t);
-        ecurl_error_set(&err, ECURL_KIND_OOM, 0, -1, "cannot create a libcurl share handle");
         return ecurl_lua_push_error(L, &err, -1);
     }
     t->easy = curl_easy_init();
@@ -433,15 +397,6 @@ void ecurl_lua_push_response(lua_State *L, ecurl_transfer *tr)
 /* ------------------------------------------------------------------------ */
 /* t:request                                                                */
 
-static void transport_config(const transport_t *t, ecurl_config *cfg)
-{
-    cfg->ca_file = t->ca_file;
-    cfg->user_agent = t->user_agent;
-    cfg->max_body = t->max_body;
-    cfg->allow_http_loopback = t->allow_http_loopback;
-    cfg->share = t->share;
-}
-
 /*
  * Runs under lua_pcall (see l_request): pushes the result of the finished
  * transfer in t->tr, { response } or nil, err. Everything here may raise
@@ -450,11 +405,9 @@ static void transport_config(const transport_t *t, ecurl_config *cfg)
 static int push_result(lua_State *L)
 {
     transport_t *t = (transport_t *)lua_touserdata(L, 1);
-    ecurl_config cfg;
     ecurl_error err;
 
-    transport_config(t, &cfg);
-    if (ecurl_transfer_error(&t->tr, &cfg, &err))
+    if (ecurl_transfer_error(&t->tr, &t->cfg, &err))
         return ecurl_lua_push_error(L, &err, t->tr.elapsed_ms);
     ecurl_lua_push_response(L, &t->tr);
     return 1;
@@ -463,7 +416,6 @@ static int push_result(lua_State *L)
 static int l_request(lua_State *L)
 {
     transport_t *t = check_transport(L);
-    ecurl_config cfg;
     ecurl_request req;
     ecurl_error err;
     ecurl_transfer *tr = &t->tr;
@@ -493,9 +445,8 @@ static int l_request(lua_State *L)
 
     /* From here on no Lua runs until push_result, and nothing raises: busy is always cleared. */
     t->busy = 1;
-    transport_config(t, &cfg);
-    if (ecurl_lua_begin_request(L, base, tr, &cfg, &req, &err) != 0 ||
-        ecurl_transfer_setup(tr, t->easy, &cfg, &req, &err) != 0) {
+    if (ecurl_lua_begin_request(L, base, tr, &t->cfg, &req, &err) != 0 ||
+        ecurl_transfer_setup(tr, t->easy, &t->cfg, &req, &err) != 0) {
         ecurl_transfer_release(tr);
         t->busy = 0;
         return ecurl_lua_push_error(L, &err, -1);

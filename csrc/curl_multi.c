@@ -72,11 +72,7 @@ typedef struct {
 
 typedef struct {
     CURLM *multi;
-    CURLSH *share;
-    char *ca_file;
-    char *user_agent;
-    size_t max_body;
-    int allow_http_loopback;
+    ecurl_config cfg; /* owned: see ecurl_config_init */
     long max_conn;
     mlist queued;  /* begun, waiting for a free slot */
     mlist running; /* inside the multi handle */
@@ -129,15 +125,6 @@ static mitem *list_find(const mlist *l, lua_Integer id)
 /* ------------------------------------------------------------------------ */
 /* items and easy handles                                                   */
 
-static void multi_config(const multi_t *m, ecurl_config *cfg)
-{
-    cfg->ca_file = m->ca_file;
-    cfg->user_agent = m->user_agent;
-    cfg->max_body = m->max_body;
-    cfg->allow_http_loopback = m->allow_http_loopback;
-    cfg->share = m->share;
-}
-
 /* Takes the item's easy handle out of the multi handle and keeps it for reuse (or frees it). */
 static void retire_easy(multi_t *m, mitem *it)
 {
@@ -175,7 +162,6 @@ static int start_queued(multi_t *m)
 
     while (m->queued.head && (long)m->running.n < m->max_conn) {
         mitem *it = m->queued.head;
-        ecurl_config cfg;
         ecurl_request req;
         CURLMcode mc;
         CURL *easy;
@@ -187,11 +173,10 @@ static int start_queued(multi_t *m)
             fail_item(m, it);
             continue;
         }
-        multi_config(m, &cfg);
         memset(&req, 0, sizeof req);
         req.timeout_ms = it->timeout_ms;
         req.connect_timeout_ms = it->connect_timeout_ms;
-        if (ecurl_transfer_setup(&it->tr, easy, &cfg, &req, &it->err) != 0) {
+        if (ecurl_transfer_setup(&it->tr, easy, &m->cfg, &req, &it->err) != 0) {
             /* setup may fail before it takes the handle: make it ours to retire either way */
             it->tr.easy = easy;
             fail_item(m, it);
@@ -265,14 +250,7 @@ static void multi_close(multi_t *m)
         curl_multi_cleanup(m->multi);
         m->multi = NULL;
     }
-    if (m->share) {
-        curl_share_cleanup(m->share);
-        m->share = NULL;
-    }
-    free(m->ca_file);
-    m->ca_file = NULL;
-    free(m->user_agent);
-    m->user_agent = NULL;
+    ecurl_config_release(&m->cfg);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -301,7 +279,6 @@ static int push_mcode_error(lua_State *L, const char *what, CURLMcode mc)
 static int l_add(lua_State *L)
 {
     multi_t *m = check_multi(L);
-    ecurl_config cfg;
     ecurl_request req;
     ecurl_error err;
     lua_Integer id;
@@ -327,8 +304,7 @@ static int l_add(lua_State *L)
     if (!it)
         return push_error_kind(L, ECURL_KIND_OOM, "out of memory");
     ecurl_transfer_init(&it->tr);
-    multi_config(m, &cfg);
-    if (ecurl_lua_begin_request(L, base, &it->tr, &cfg, &req, &err) != 0) {
+    if (ecurl_lua_begin_request(L, base, &it->tr, &m->cfg, &req, &err) != 0) {
         free_item(m, it);
         return ecurl_lua_push_error(L, &err, -1);
     }
@@ -383,7 +359,6 @@ static int push_taken(lua_State *L)
 static int l_next(lua_State *L)
 {
     multi_t *m = check_multi(L);
-    ecurl_config cfg;
     taken_t tk;
     int top, rc;
 
@@ -404,8 +379,7 @@ static int l_next(lua_State *L)
     if (tk.failed) {
         tk.err = tk.it->err;
     } else {
-        multi_config(m, &cfg);
-        tk.failed = ecurl_transfer_error(&tk.it->tr, &cfg, &tk.err);
+        tk.failed = ecurl_transfer_error(&tk.it->tr, &m->cfg, &tk.err);
     }
 
     /* push_taken is an upvalue: pushing it allocates nothing, so nothing runs or raises here. */
@@ -560,6 +534,7 @@ static int l_tostring(lua_State *L)
 static int l_multi(lua_State *L)
 {
     ecurl_lua_options o;
+    ecurl_error err;
     long max_conn = DEFAULT_MAX_CONNECTIONS;
     multi_t *m;
 
@@ -581,28 +556,19 @@ static int l_multi(lua_State *L)
 
     m = (multi_t *)lua_newuserdata(L, sizeof *m);
     memset(m, 0, sizeof *m);
-    m->max_body = o.max_body;
-    m->allow_http_loopback = o.allow_http_loopback;
     m->max_conn = max_conn;
     luaL_getmetatable(L, MULTI_MT);
     lua_setmetatable(L, -2);
 
-    if ((o.ca_file && !(m->ca_file = ecurl_dup_string(o.ca_file, o.ca_len))) ||
-        (o.user_agent && !(m->user_agent = ecurl_dup_string(o.user_agent, o.ua_len))) ||
-        !(m->spare = (CURL **)calloc((size_t)max_conn, sizeof *m->spare))) {
+    if (!(m->spare = (CURL **)calloc((size_t)max_conn, sizeof *m->spare))) {
         multi_close(m);
         return push_error_kind(L, ECURL_KIND_OOM, "out of memory");
     }
-    if (ecurl_global_init() != 0) {
-        multi_close(m);
-        return push_error_kind(L, ECURL_KIND_CONFIG, "curl_global_init failed");
-    }
     /* The multi handle shares its DNS and connection caches; TLS sessions need a share. */
-    m->share = curl_share_init();
-    if (!m->share ||
-        curl_share_setopt(m->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
+    if (ecurl_config_init(&m->cfg, o.ca_file, o.ca_len, o.user_agent, o.ua_len, o.max_body,
+                          o.allow_http_loopback, 0, &err) != 0) {
         multi_close(m);
-        return push_error_kind(L, ECURL_KIND_OOM, "cannot create a libcurl share handle");
+        return ecurl_lua_push_error(L, &err, -1);
     }
     m->multi = curl_multi_init();
     if (!m->multi ||

@@ -1,6 +1,7 @@
 #include "curl_transfer.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -106,6 +107,55 @@ int ecurl_global_init(void)
         return -1;
     done = 1;
     return 0;
+}
+
+/* A NUL-terminated copy of len bytes (option strings may contain no NUL). */
+static char *dup_string(const char *s, size_t len)
+{
+    char *p = (char *)malloc(len + 1);
+    if (p) {
+        memcpy(p, s, len);
+        p[len] = '\0';
+    }
+    return p;
+}
+
+int ecurl_config_init(ecurl_config *cfg, const char *ca_file, size_t ca_len, const char *user_agent,
+                      size_t ua_len, size_t max_body, int allow_http_loopback, int share_dns, ecurl_error *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->max_body = max_body;
+    cfg->allow_http_loopback = allow_http_loopback;
+    if ((ca_file && !(cfg->ca_file = dup_string(ca_file, ca_len))) ||
+        (user_agent && !(cfg->user_agent = dup_string(user_agent, ua_len)))) {
+        ecurl_error_set(err, ECURL_KIND_OOM, 0, -1, "out of memory");
+        return -1;
+    }
+    if (ecurl_global_init() != 0) {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "curl_global_init failed");
+        return -1;
+    }
+    cfg->share = curl_share_init();
+    if (!cfg->share ||
+        (share_dns && curl_share_setopt(cfg->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK) ||
+        curl_share_setopt(cfg->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
+        ecurl_error_set(err, ECURL_KIND_OOM, 0, -1, "cannot create a libcurl share handle");
+        return -1;
+    }
+    return 0;
+}
+
+void ecurl_config_release(ecurl_config *cfg)
+{
+    if (cfg->share) {
+        curl_share_cleanup(cfg->share);
+        cfg->share = NULL;
+    }
+    /* The config owns these copies; the const is for the transfers it lends them to. */
+    free((void *)cfg->ca_file);
+    cfg->ca_file = NULL;
+    free((void *)cfg->user_agent);
+    cfg->user_agent = NULL;
 }
 
 /* ------------------------------------------------------------------------ */

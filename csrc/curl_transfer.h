@@ -107,6 +107,16 @@ typedef struct ecurl_transfer {
 
 /* Once per process; later calls are no-ops. 0 on success. */
 int ecurl_global_init(void);
+/*
+ * A transport or multi owns one config for its whole life (the strings are
+ * copies, the share handle is its own) and lends it to every transfer.
+ * share_dns: the share also carries the DNS cache (a multi has its own).
+ * Returns 0, or -1 with err set; release frees a partial config too.
+ */
+int ecurl_config_init(ecurl_config *cfg, const char *ca_file, size_t ca_len, const char *user_agent,
+                      size_t ua_len, size_t max_body, int allow_http_loopback, int share_dns, ecurl_error *err);
+/* Idempotent. Only after every easy handle using the share is cleaned up. */
+void ecurl_config_release(ecurl_config *cfg);
 
 void ecurl_transfer_init(ecurl_transfer *tr);
 int ecurl_transfer_begin(ecurl_transfer *tr, const ecurl_config *cfg, const ecurl_request *req,
@@ -160,7 +170,6 @@ typedef struct {
 } ecurl_lua_options;
 
 void ecurl_lua_setfuncs(lua_State *L, const luaL_Reg *r);
-char *ecurl_dup_string(const char *s, size_t len);
 /* Pushes nil and { kind, message, curl_code?, retryable, elapsed_ms? }; returns 2. */
 int ecurl_lua_push_error(lua_State *L, const ecurl_error *e, double elapsed_ms);
 /* Pushes { status, headers, body, reused, elapsed_ms }. */
