@@ -1,6 +1,7 @@
 /*
- * endaoment.partner.core: CPU-only helpers for the Lua SDK (UUIDs,
- * validators, JSON encoding, request-body preparation, error objects).
+ * endaoment.partner.core: CPU-only helpers for the Lua SDK (UUIDs, derived
+ * idempotency keys, validators, JSON encoding, request-body preparation,
+ * error objects).
  * No I/O of any kind, so it is safe inside an nginx worker.
  */
 #include "core.h"
@@ -384,6 +385,8 @@ EPARTNER_EXPORT int luaopen_endaoment_partner_core(lua_State *L)
         {"encode", ep_l_encode},
         {"prepare", ep_l_prepare},
         {"validate", ep_l_validate},
+        {"sha256_hex", ep_l_sha256_hex},
+        {"derive_key", ep_l_derive_key},
         {NULL, NULL},
     };
     ep_keepbuf *kb;
@@ -428,5 +431,7 @@ EPARTNER_EXPORT int luaopen_endaoment_partner_core(lua_State *L)
     lua_setfield(L, m, "null");
     lua_pushliteral(L, EP_VERSION);
     lua_setfield(L, m, "version");
+    lua_pushliteral(L, EP_DEFAULT_KEY_NAMESPACE);
+    lua_setfield(L, m, "DEFAULT_KEY_NAMESPACE");
     return 1;
 }

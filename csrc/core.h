@@ -28,6 +28,15 @@
 #define EP_UV_ARRAYMT 3
 #define EP_NUPVALUES 3
 
+#define EP_SHA256_LEN 32
+
+/*
+ * Used when the client sets no key_namespace (docs/derived-keys.md). Fixed for
+ * good: a new value would change every derived key, and a re-run after an
+ * upgrade would no longer be deduplicated against the run before it.
+ */
+#define EP_DEFAULT_KEY_NAMESPACE "6f0e2b43-5c1a-4d8e-9b7f-3a2d1c0e9f84"
+
 /* Room for validator messages, including a quoted, truncated copy of the bad value. */
 #define EP_MSG_MAX 256
 
@@ -96,6 +105,14 @@ typedef struct ep_ctx {
     char msg[512];
 } ep_ctx;
 
+/* Incremental SHA-256 state; fixed size, so callers keep it on the stack. */
+typedef struct ep_sha256 {
+    uint32_t h[8];
+    uint64_t total; /* bytes so far, for the length field of the padding */
+    unsigned char buf[64];
+    size_t nbuf;
+} ep_sha256;
+
 #pragma GCC visibility push(hidden)
 
 /* core_utf8.c */
@@ -118,6 +135,15 @@ size_t ep_u64_to_str(uint64_t v, char out[21]);
 void ep_quote(const char *s, size_t len, char *out, size_t cap);
 void ep_describe_type(lua_State *L, int idx, char *out, size_t cap);
 void ep_describe_value(lua_State *L, int idx, char *out, size_t cap);
+
+/* core_sha256.c */
+void ep_sha256_init(ep_sha256 *c);
+void ep_sha256_update(ep_sha256 *c, const void *data, size_t len);
+void ep_sha256_final(ep_sha256 *c, unsigned char out[EP_SHA256_LEN]);
+void ep_hex_lower(const unsigned char *in, size_t n, char *out);
+void ep_derive_key(const char ns[36], const char *op, size_t oplen, const char *nat, size_t natlen, char out[37]);
+int ep_l_sha256_hex(lua_State *L);
+int ep_l_derive_key(lua_State *L);
 
 /* core.c */
 void ep_uuid4(char out[37]);

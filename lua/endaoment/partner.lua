@@ -34,16 +34,38 @@ M.micro_to_dollars = core.micro_to_dollars
 
 -- The journey's operations: method, path, and how the call authenticates.
 -- auth: "key" (x-api-key), "key_or_bearer", "bearer", "none".
+-- natural: the partner's own id in the body that an idempotency key is
+-- derived from (docs/derived-keys.md), as a path of field names.
 local OPS = {
   provision_user = { "POST", "/v1/auth/partner/users", auth = "key" },
   create_fund = { "POST", "/v1/funds/partner", auth = "key_or_bearer", acting_user = true },
-  record_cash_donation = { "POST", "/v1/donation-pledges/partner/cash-settled", auth = "key", acting_user = true },
-  record_stock_donation = { "POST", "/v1/donation-pledges/partner/stock-settled", auth = "key", acting_user = true },
-  submit_grant = { "POST", "/v1/transfers/partner/grant-submissions", auth = "key" },
-  report_missing_org = { "POST", "/v1/missing-org-reports/tech-platform", auth = "key" },
-  create_async_grant = { "POST", "/v1/transfers/async-grants", auth = "bearer" },
+  record_cash_donation = { "POST", "/v1/donation-pledges/partner/cash-settled", auth = "key", acting_user = true,
+    keyed = true, natural = { "partnerOperationId" } },
+  record_stock_donation = { "POST", "/v1/donation-pledges/partner/stock-settled", auth = "key", acting_user = true,
+    keyed = true, natural = { "partnerOperationId" } },
+  submit_grant = { "POST", "/v1/transfers/partner/grant-submissions", auth = "key",
+    keyed = true, natural = { "inboundCustodianTransfer", "partnerFundingTransferId" } },
+  report_missing_org = { "POST", "/v1/missing-org-reports/tech-platform", auth = "key",
+    keyed = true, natural = { "ein" } },
+  create_async_grant = { "POST", "/v1/transfers/async-grants", auth = "bearer", keyed = true },
 }
 M.OPERATIONS = OPS
+M.DEFAULT_KEY_NAMESPACE = core.DEFAULT_KEY_NAMESPACE
+
+-- The natural id of a body for op, or nil (absent, not a usable string).
+local MAX_NATURAL_ID = 1024
+local function natural_id(op, body)
+  local path = OPS[op] and OPS[op].natural
+  if not path or type(body) ~= "table" then return nil end
+  local v = body
+  for i = 1, #path do
+    if type(v) ~= "table" then return nil end
+    v = rawget(v, path[i])
+  end
+  if type(v) ~= "string" or v == "" or #v > MAX_NATURAL_ID or v:find("%z") then return nil end
+  return v, table.concat(path, ".")
+end
+M._natural_id = natural_id
 
 local function new_error(kind, message, extra)
   return core.error(kind, message, extra)
@@ -66,7 +88,7 @@ local OPTION_TYPES = {
   retry_base_ms = "number", retry_cap_ms = "number", retry_after_cap_ms = "number",
   max_response_bytes = "number", strict = "boolean", ca_file = "string",
   transport = "any", user_agent = "string", random = "function", on_retry = "function",
-  max_connections = "number", on_error = "function",
+  max_connections = "number", on_error = "function", key_namespace = "string", derive_keys = "boolean",
 }
 
 -- Parses base_url strictly: scheme, host (name, IPv4 or [IPv6]), optional
@@ -123,6 +145,10 @@ local function check_options(opts)
           (msg or "empty"), 3)
       end
     end
+  end
+  if opts.key_namespace ~= nil and not core.is_uuid(opts.key_namespace) then
+    error("endaoment.partner.new: option key_namespace must be a UUID string (got '" ..
+      opts.key_namespace .. "')", 3)
   end
   if not opts.api_key and not opts.bearer_token then
     error("endaoment.partner.new: api_key is required (or bearer_token for OAuth-only use)", 3)
@@ -210,6 +236,8 @@ function M.new(opts)
   self.connect_timeout_ms = opts.connect_timeout_ms or 10000
   self.strict = opts.strict == true
   self.random = opts.random
+  self.key_namespace = (opts.key_namespace or core.DEFAULT_KEY_NAMESPACE):lower()
+  self.derive_keys = opts.derive_keys ~= false
   self.on_retry = opts.on_retry
   self.retry = {
     max_retries = opts.max_retries or retry.DEFAULTS.max_retries,
@@ -228,6 +256,20 @@ function M.new(opts)
   self.user_agent = cfg.user_agent
   if self.transport.set_user_agent then self.transport:set_user_agent(cfg.user_agent) end
   return self
+end
+
+-- The idempotency key the client derives for op from natural_id (the
+-- partner's own ledger id): the same on every run, machine and language.
+function Client:derive_key(op, id)
+  if type(op) ~= "string" or not op:match("^[a-z0-9_]+$") then
+    return nil, new_error("invalid", "derive_key: op must be an operation name such as " ..
+      "\"record_cash_donation\"", { field = "op" })
+  end
+  if type(id) ~= "string" or id == "" or #id > MAX_NATURAL_ID or id:find("%z") then
+    return nil, new_error("invalid", "derive_key: natural_id must be a non-empty string of at most " ..
+      MAX_NATURAL_ID .. " bytes without NUL", { field = "natural_id" })
+  end
+  return core.derive_key(self.key_namespace, op, id)
 end
 
 function Client:close()
@@ -328,7 +370,19 @@ function Client._finish(_, res, terr, meta)
     end
     return decoded, nil, meta
   end
-  return nil, http_error(res, decoded), meta
+  local e = http_error(res, decoded)
+  if res.status == 409 and meta.idempotency_key_source == "derived" and meta.natural_id then
+    -- The key came from the partner's own id, so a 409 means that id was
+    -- used before for a different payload: say which, in the partner's terms.
+    local n = meta.natural_id
+    e.message = string.format("%s %q was already used for a different payload (the idempotency key " ..
+      "is derived from it); nothing was created by this request. If this is the same operation, it is " ..
+      "already recorded: send the original payload unchanged to read the first answer. If it is a " ..
+      "different operation, give it its own %s. (API: %s)", n.field, n.value, n.field, e.message)
+    e.field = n.field
+    e.conflict = true
+  end
+  return nil, e, meta
 end
 
 -- After attempt n: ms to wait before the next, or nil to stop. Shared by
@@ -433,9 +487,24 @@ for op, spec in pairs(OPS) do
     local meta = { attempts = 0 }
     local oerr = check_call_opts(opts)
     if oerr then return nil, oerr, meta end
-    local json, info = core.prepare(op, body, { strict = self.strict, idempotency_key = opts.idempotency_key })
+    local key, source = opts.idempotency_key, nil
+    if spec.keyed then
+      if key ~= nil or (type(body) == "table" and rawget(body, "idempotencyKey") ~= nil) then
+        source = "given"
+      else
+        local nid, field = natural_id(op, body)
+        if nid and self.derive_keys then
+          key, source = core.derive_key(self.key_namespace, op, nid), "derived"
+          meta.natural_id = { field = field, value = nid }
+        else
+          source = "random"
+        end
+      end
+    end
+    local json, info = core.prepare(op, body, { strict = self.strict, idempotency_key = key })
     if not json then return nil, info, meta end
     meta.idempotency_key = info.idempotency_key
+    meta.idempotency_key_source = source
     local headers, herr = self:_headers(spec.auth, opts, true)
     if not headers then return nil, new_error("config", herr), meta end
     if spec.acting_user and opts.user_id then
