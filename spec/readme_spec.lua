@@ -27,5 +27,17 @@ describe("README", function()
     assert.matches("^%x+%-%x+%-%x+%-%x+%-%x+$", pledge_id)
     assert.equal(201, status)
     assert.equal(1, attempts)
+    -- Run twice, as a user re-running a script would: the key is derived from
+    -- partnerOperationId, so the API replays the first pledge.
+    local again = assert((loadstring or load)(code, "README", "t", env))
+    if setfenv then setfenv(again, env) end
+    again()
+    assert.equal(2, #printed)
+    assert.equal(pledge_id, printed[2][1])
+    local _, st = srv.control("GET", "/__sandbox/state")
+    local n, fund = 0, nil
+    for _, p in pairs(st.pledges) do n = n + 1; fund = p.fundId end
+    assert.equal(1, n)
+    assert.equal("125000000", st.funds[fund].usdcBalance)
   end)
 end)
