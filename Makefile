@@ -77,7 +77,8 @@ demo: deps
 # The specs that run our C code, under valgrind: zero errors, zero definite leaks.
 # (Servers the specs start are separate processes and are not traced.)
 MEMCHECK_SPECS ?= spec/core_spec.lua spec/curl_transport_spec.lua spec/partner_retry_spec.lua \
-  spec/partner_client_spec.lua spec/async_spec.lua spec/fs_spec.lua
+  spec/partner_client_spec.lua spec/async_spec.lua spec/fs_spec.lua spec/derive_key_spec.lua \
+  spec/journey_store_spec.lua
 memcheck: deps
 	@sh scripts/deps.sh memcheck
 	@$(MAKE) --no-print-directory build

@@ -7,8 +7,8 @@ local ADVICE = {
   invalid = "your input broke a rule; nothing was sent. Fix err.field and call again.",
   config = "the client or call is misconfigured (missing token, bad state file). Fix the setup.",
   http = "the API answered non-2xx. err.status and err.messages say why; retry only if err.retryable.",
-  network = "the connection failed. The client already retried; retrying later with the same " ..
-    "idempotency key (meta.idempotency_key) is safe.",
+  network = "the connection failed. The client already retried; resending the same body later is safe: " ..
+    "its idempotency key is derived from your partnerOperationId (or give meta.idempotency_key back).",
   timeout = "no answer in time. The request may have been processed: retry with the same key, never a new one.",
   tls = "certificate verification failed. Fix the trust store (ca_file); never turn verification off.",
   decode = "the API answered 2xx with a body that is not JSON. Retry with the same key to read the stored answer.",

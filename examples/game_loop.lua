@@ -77,7 +77,8 @@ local function on_grant(result, err, meta)
     accepted = accepted + 1
   else
     failed = failed + 1
-    -- Keep meta.idempotency_key to resend the same submission later: it can never run twice.
+    -- Its key is derived from partnerFundingTransferId: resend the same body later and it can never
+    -- run twice.
     io.stderr:write("grant failed: ", tostring(err), " (key ", tostring(meta.idempotency_key), ")\n")
   end
 end

@@ -16,7 +16,9 @@ local pledge, err, meta = client:record_cash_donation({ receivingFundId = fund.i
   pledgedAmountMicroDollars = partner.dollars_to_micro("125.00"), partnerOperationId = "ledger-1" },
   { user_id = user.id })
 assert(pledge, err)
-print("pledge", pledge.id, "idempotency key", meta.idempotency_key)   -- persist the key to retry safely
+-- No key given: it is derived from partnerOperationId, so running this script again replays the
+-- pledge instead of recording it twice (meta.idempotency_key_source == "derived").
+print("pledge", pledge.id, "idempotency key", meta.idempotency_key, meta.idempotency_key_source)
 -- 4. Submit the grant once the custodian transfer has settled.
 local sub = assert(client:submit_grant {
   originFundId = fund.id,

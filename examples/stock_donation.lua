@@ -30,6 +30,7 @@ if not pledge then
   io.stderr:write(tostring(err), "\n")
   os.exit(1)
 end
+-- The key is derived from partnerOperationId: a second run of this script replays the pledge.
 print("stock pledge", pledge.id, "key", meta.idempotency_key)
 print("fund balance", partner.micro_to_dollars(assert(client:get_fund(fund.id)).usdcBalance), "USD")
 client:close()

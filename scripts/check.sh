@@ -69,7 +69,8 @@ run_suite "$LUA" "$LUA" spec
 if [ "$luajit_ok" = 1 ]; then
   LUA_CPATH="./build/luajit/?.so;;" run_suite "luajit" luajit spec/core_spec.lua spec/partner_retry_spec.lua \
     spec/partner_client_spec.lua spec/curl_transport_spec.lua spec/journey_spec.lua spec/partner_tls_spec.lua \
-    spec/readme_spec.lua spec/async_spec.lua spec/fs_spec.lua
+    spec/readme_spec.lua spec/async_spec.lua spec/fs_spec.lua spec/derive_key_spec.lua spec/derived_keys_spec.lua \
+    spec/store_spec.lua spec/journey_store_spec.lua
 fi
 # The rockspec builds and installs a rock that loads (kept true with the tree).
 if command -v luarocks >/dev/null 2>&1; then
@@ -97,7 +98,7 @@ fi
 if command -v valgrind >/dev/null 2>&1; then
   run_suite "valgrind" "valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 $LUA" \
     spec/core_spec.lua spec/curl_transport_spec.lua spec/partner_retry_spec.lua spec/partner_client_spec.lua \
-    spec/async_spec.lua spec/fs_spec.lua
+    spec/async_spec.lua spec/fs_spec.lua spec/derive_key_spec.lua spec/journey_store_spec.lua
 fi
 # One source tree for every Lua: the 5.1 and 5.3 builds must compile cleanly.
 for v in lua5.1 lua5.3; do

@@ -40,7 +40,10 @@ local function summary(result, err)
   return { ok = result ~= nil, error = err and tostring(err), field = err and err.field, steps = steps }
 end
 
--- POST /journey: runs the plan inside this request. Each call yields to nginx
+-- POST /journey: runs the plan inside this request. No state file (its fsync
+-- would block the worker): every key is derived from the plan's own ids
+-- (partnerOperationId, partnerFundingTransferId, the user and the step), so a
+-- client that retries this request replays the journey instead of doubling it. Each call yields to nginx
 -- while it waits for Endaoment, so the worker keeps serving other requests.
 function M.journey()
   local plan, perr = read_plan()

@@ -311,6 +311,18 @@ local function first_field(messages)
   return f
 end
 
+-- A 409 on a key derived from the partner's own id means that id was used
+-- before for a different payload: say which, in the partner's terms.
+function M._natural_conflict(e, field, value)
+  e.message = string.format("%s %q was already used for a different payload (the idempotency key " ..
+    "is derived from it); nothing was created by this request. If this is the same operation, it is " ..
+    "already recorded: send the original payload unchanged to read the first answer. If it is a " ..
+    "different operation, give it its own %s. (API: %s)", field, value, field, e.message)
+  e.field = field
+  e.conflict = true
+  return e
+end
+
 local function http_error(res, decoded)
   local messages, text, field
   if type(decoded) == "table" then
@@ -372,15 +384,7 @@ function Client._finish(_, res, terr, meta)
   end
   local e = http_error(res, decoded)
   if res.status == 409 and meta.idempotency_key_source == "derived" and meta.natural_id then
-    -- The key came from the partner's own id, so a 409 means that id was
-    -- used before for a different payload: say which, in the partner's terms.
-    local n = meta.natural_id
-    e.message = string.format("%s %q was already used for a different payload (the idempotency key " ..
-      "is derived from it); nothing was created by this request. If this is the same operation, it is " ..
-      "already recorded: send the original payload unchanged to read the first answer. If it is a " ..
-      "different operation, give it its own %s. (API: %s)", n.field, n.value, n.field, e.message)
-    e.field = n.field
-    e.conflict = true
+    M._natural_conflict(e, meta.natural_id.field, meta.natural_id.value)
   end
   return nil, e, meta
 end
