@@ -17,7 +17,8 @@ end
 
 local function user_json(id)
   return cjson.encode({ partnerUserIdentifier = id, firstName = "Ada", lastName = "Lovelace",
-    email = "ada@example.com", address = { line1 = "1 Main St", city = "NYC", country = "USA" } })
+    email = "ada@example.com",
+    address = { line1 = "1 Main St", city = "NYC", state = "NY", zip = "10001", country = "USA" } })
 end
 
 local function shell(cmd)
@@ -300,5 +301,176 @@ describe("endaoment-sandbox options", function()
       assert.matches("refusing to start", err)
       assert.equal("{garbage", read_file(path))
     end)
+  end)
+end)
+
+describe("endaoment-sandbox command line", function()
+  local function run(args)
+    local out = os.tmpname()
+    local err = os.tmpname()
+    local ok, _, status = os.execute(server.LUA .. " bin/endaoment-sandbox " .. args .. " >" .. out .. " 2>" .. err)
+    local code = status or (type(ok) == "number" and ok / 256) or 0  -- 5.1's os.execute: a wait status
+    local o, e = read_file(out), read_file(err)
+    os.remove(out); os.remove(err)
+    return code, o, e
+  end
+
+  it("lists every flag, the exit codes and an example in --help", function()
+    local code, out = run("--help")
+    assert.equal(0, code)
+    for _, flag in ipairs({ "--port", "--host", "--api-key", "--bearer-token", "--state", "--latency-ms",
+      "--max-body", "--idle-timeout-ms", "--max-connections", "--rules", "--forbid-unknown", "--no-controls",
+      "--verbose", "--version",
+      "--help" }) do
+      assert.truthy(out:find(flag, 1, true), flag .. " missing from --help")
+    end
+    assert.matches("Exit codes", out)
+    assert.matches("Example", out)
+  end)
+
+  it("prints its version with --version", function()
+    local _, out = run("--version")
+    local ok, core = pcall(require, "endaoment.partner.core")
+    assert.equal("endaoment-sandbox " .. (ok and core.version or "scm-1") .. "\n", out)
+  end)
+
+  it("exits 2 on a bad argument and names it", function()
+    local code, _, err = run("--port 70000")
+    assert.equal(2, code)
+    assert.matches("%-%-port", err)
+    local _, _, err2 = run("--idle-timeout-ms 0")
+    assert.matches("%-%-idle%-timeout%-ms", err2)
+  end)
+end)
+
+describe("endaoment.sandbox.server in process", function()
+  it("listens, serves one request per step and closes", function()
+    local srv = assert(require("endaoment.sandbox.server").new({ port = 0 }))
+    local url = assert(srv:listen())
+    finally(function() srv:close() end)
+    assert.matches("^http://127%.0%.0%.1:%d+$", url)
+    local s = http.connect(url)
+    s:send(http.format("GET", "/v1/auth/whoami", { ["x-api-key"] = KEY, connection = "close" }))
+    s:settimeout(0)
+    local got = ""
+    for _ = 1, 50 do
+      srv:step(0.02)
+      local data, _, partial = s:receive("*a")
+      got = got .. (data or partial or "")
+      if got:find("}$") then break end
+    end
+    s:close()
+    assert.matches("^HTTP/1%.1 200 OK", got)
+    assert.equal(0, (srv:connections()))
+  end)
+
+  it("refuses a state file that is not one, without touching it", function()
+    local path = os.tmpname()
+    finally(function() os.remove(path) end)
+    local f = assert(io.open(path, "wb")); f:write("[1,2]"); f:close()
+    local srv, err = require("endaoment.sandbox.server").new({ port = 0, state = path })
+    assert.is_nil(srv)
+    assert.matches("refusing to start", err)
+    assert.equal("[1,2]", read_file(path))
+  end)
+end)
+
+describe("endaoment.sandbox.faults", function()
+  local faults = require "endaoment.sandbox.faults"
+
+  it("plans latency for the API only, and the fault's delay on top", function()
+    assert.equal(0, faults.plan("/__sandbox/state", 200, {}, "{}", nil, 300).delay_ms)
+    assert.equal(300, faults.plan("/v1/auth/whoami", 200, {}, "{}", nil, 300).delay_ms)
+    assert.equal(550, faults.plan("/v1/auth/whoami", 200, {}, "{}", { delay_ms = 250 }, 300).delay_ms)
+  end)
+
+  it("truncates under the full Content-Length, then closes; drops with nothing sent", function()
+    local p = faults.plan("/v1/x", 200, {}, "0123456789", { truncate = true }, 0)
+    assert.equal(10, p.content_length)
+    assert.equal(5, p.send_bytes)
+    assert.equal("01234", faults.sent_body(p))
+    assert.is_true(p.close)
+    p = faults.plan("/v1/x", 0, {}, "", { drop = true }, 0)
+    assert.is_true(p.drop)
+    p = faults.plan("/v1/x", 200, {}, "abc", nil, 0)
+    assert.equal("abc", faults.sent_body(p))
+    assert.is_false(p.close or p.drop)
+  end)
+end)
+
+describe("the emulator's money and ids", function()
+  local INT64_MAX = "9223372036854775807"
+
+  local function call(emu, method, path, body, extra)
+    local h = { ["x-api-key"] = KEY, ["content-type"] = JSON }
+    for k, v in pairs(extra or {}) do h[k] = v end
+    local status, _, rbody = emu:handle(method, path, h, body and cjson.encode(body) or nil)
+    return status, cjson.decode(rbody)
+  end
+
+  it("refuses a pledge or grant that would take a fund's totals past int64, changing nothing", function()
+    local emu = sandbox.new()
+    local s, user = call(emu, "POST", "/v1/auth/partner/users", cjson.decode(user_json("int64-user-000000001")))
+    assert.equal(201, s)
+    local fund
+    s, fund = call(emu, "POST", "/v1/funds/partner",
+      { name = "Big DAF", partnerAccountIdentifier = "int64-acct-000000001" }, { ["x-endaoment-user-id"] = user.id })
+    assert.equal(201, s)
+    local function pledge(amount)
+      return call(emu, "POST", "/v1/donation-pledges/partner/cash-settled", { receivingFundId = fund.id,
+        idempotencyKey = uuid(), pledgedAmountMicroDollars = amount, partnerOperationId = uuid(),
+        partnerUserIdentifier = "int64-user-000000001" })
+    end
+    assert.equal(201, (pledge("9223372036854775000")))
+    assert.equal(201, (pledge("807")))                     -- exactly INT64_MAX
+    local rev = emu:revision()
+    local r
+    s, r = pledge("1")
+    assert.equal(400, s)
+    assert.matches("usdcBalance", r.message)
+    assert.equal(rev, emu:revision())
+    local _, f = call(emu, "GET", "/v1/funds/" .. fund.id)
+    assert.equal(INT64_MAX, f.usdcBalance)
+    assert.equal(INT64_MAX, f.lifetimeDonationsUsdc)
+    local function submit(amount)
+      return call(emu, "POST", "/v1/transfers/partner/grant-submissions", {
+        idempotencyKey = uuid(), originFundId = fund.id,
+        inboundCustodianTransfer = { amountMicroDollars = amount, partnerFundingTransferId = uuid(),
+          sourcePartnerAccountIdentifier = "brokerage-omnibus-0001",
+          destinationPartnerAccountIdentifier = "int64-acct-000000001", settledAtUtc = "2026-05-04T14:32:01.000Z" },
+        grants = { { amountMicroDollars = amount, destinationOrgId = sandbox.SEED_ORGS[1].id } } })
+    end
+    assert.equal(201, (submit(INT64_MAX)))
+    rev = emu:revision()
+    s, r = submit("1")
+    assert.equal(400, s)
+    assert.matches("totalGrantedUsdc", r.message)
+    assert.equal(rev, emu:revision())
+    _, f = call(emu, "GET", "/v1/funds/" .. fund.id)
+    assert.equal(INT64_MAX, f.totalGrantedUsdc)
+    local _, list = call(emu, "GET", "/v1/transfers/grants/fund/" .. fund.id)
+    assert.equal(1, #list)
+  end)
+
+  it("hands out different ids in two fresh Lua 5.1 processes", function()
+    local cmd = "lua5.1 -e 'package.path = \"./lua/?.lua;\" .. package.path " ..
+      "local e = require(\"endaoment.sandbox\").new() print(e.uuid() .. \" \" .. e.uuid())'"
+    local a, b = shell(cmd), shell(cmd)
+    assert.matches("^%x+%-%x+%-4%x+%-[89ab]%x+%-%x+ ", a)
+    assert.not_equal(a, b)
+  end)
+end)
+
+describe("the canonical JSON encoder", function()
+  it("lives in the client package; the sandbox re-exports it", function()
+    assert.equal(require("endaoment.partner.json"), require("endaoment.sandbox.json"))
+    assert.equal('{"a":[],"b":{"c":1}}', require("endaoment.partner.json").encode({
+      b = { c = 1 }, a = require("endaoment.partner.json").array() }))
+  end)
+
+  it("is all the journey needs: it loads no sandbox module", function()
+    local out = shell(server.LUA .. " -e 'require \"endaoment.partner.journey\" " ..
+      "for k in pairs(package.loaded) do if k:find(\"sandbox\") then print(k) end end print(\"done\")' 2>&1")
+    assert.equal("done\n", out)
   end)
 end)

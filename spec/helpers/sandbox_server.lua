@@ -12,12 +12,22 @@ local function shell_quote(s)
 end
 M.shell_quote = shell_quote
 
--- start({ "--latency-ms", "200" }) -> server { url, port, pid, stop(), kill(sig) }
-function M.start(args)
-  local parts = { M.LUA, "bin/endaoment-sandbox", "--port", "0" }
-  for _, a in ipairs(args or {}) do parts[#parts + 1] = shell_quote(a) end
+-- start({ "--latency-ms", "200" }[, { lua = "lua5.1", nofile = 4096 }])
+--   -> server { url, port, pid, stop(), kill(sig), alive() }
+-- "--port 0" (a free port) unless args name a port. opts.nofile raises the
+-- server's open-file limit (ulimit -n) first.
+function M.start(args, opts)
+  opts = opts or {}
+  local parts = { opts.lua or M.LUA, "bin/endaoment-sandbox" }
+  local has_port = false
+  for _, a in ipairs(args or {}) do
+    parts[#parts + 1] = shell_quote(a)
+    if a == "--port" or a:match("^%-%-port=") then has_port = true end
+  end
+  if not has_port then parts[#parts + 1] = "--port 0" end
   local errlog = os.tmpname()
-  local cmd = "echo $$; exec " .. table.concat(parts, " ") .. " 2>" .. errlog
+  local limit = opts.nofile and ("ulimit -n " .. math.floor(opts.nofile) .. " 2>/dev/null; ") or ""
+  local cmd = "echo $$; " .. limit .. "exec " .. table.concat(parts, " ") .. " 2>" .. errlog
   local t0 = socket.gettime()
   -- io.popen's own shell execs the server, so $$ is the server's pid and
   -- no intermediate shell reports its death.
@@ -36,6 +46,14 @@ function M.start(args)
   }
   function srv.kill(sig)
     os.execute("kill -" .. (sig or "TERM") .. " " .. srv.pid .. " 2>/dev/null")
+  end
+  -- Whether the process still runs (a dead child stays a zombie until the
+  -- pipe is closed, so ask ps for its state rather than kill -0).
+  function srv.alive()
+    local p = io.popen("ps -o stat= -p " .. srv.pid .. " 2>/dev/null")
+    local st = p and p:read("*a") or ""
+    if p then p:close() end
+    return st:match("%S") ~= nil and not st:match("^%s*Z")
   end
   function srv.stop(sig)
     if srv.stopped then return end

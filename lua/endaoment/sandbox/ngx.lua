@@ -4,9 +4,11 @@
 --
 -- State lives in the worker's Lua memory, so run it with worker_processes 1
 -- (each worker would otherwise be its own sandbox). Faults from the test
--- controls are applied with nginx's means: ngx.sleep for delays (it yields),
--- ngx.exit(444) to close without an answer.
+-- controls follow the plan of endaoment.sandbox.faults, as in
+-- bin/endaoment-sandbox, applied with nginx's means: ngx.sleep for delays
+-- (it yields), ngx.exit(444) to close without an answer or mid-body.
 local sandbox = require "endaoment.sandbox"
+local faults = require "endaoment.sandbox.faults"
 
 local ngx = rawget(_G, "ngx")
 
@@ -50,20 +52,17 @@ function M.serve()
   if not emu then M.configure() end
   local headers = ngx.req.get_headers(200)
   local status, hdrs, body, fault = emu:handle(ngx.req.get_method(), ngx.var.request_uri, headers, read_body())
-  local control = ngx.var.uri:sub(1, 11) == "/__sandbox/"
-  local delay = (control and 0 or M.latency_ms) + ((fault and fault.delay_ms) or 0)
-  if delay > 0 then ngx.sleep(delay / 1000) end
-  if fault and fault.drop then return ngx.exit(444) end
-  ngx.status = status
-  for k, v in pairs(hdrs) do ngx.header[k] = v end
-  if fault and fault.truncate then
-    ngx.header["content-length"] = #body
-    ngx.print(body:sub(1, math.floor(#body / 2)))
+  local plan = faults.plan(ngx.var.uri, status, hdrs, body, fault, M.latency_ms)
+  if plan.delay_ms > 0 then ngx.sleep(plan.delay_ms / 1000) end
+  if plan.drop then return ngx.exit(444) end
+  ngx.status = plan.status
+  for k, v in pairs(plan.headers) do ngx.header[k] = v end
+  ngx.header["content-length"] = plan.content_length
+  ngx.print(faults.sent_body(plan))
+  if plan.close then
     ngx.flush(true)
     return ngx.exit(444)
   end
-  ngx.header["content-length"] = #body
-  ngx.print(body)
 end
 
 function M.emulator()
