@@ -9,7 +9,11 @@
 #include "core.h"
 
 #include <float.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
+
+#define EP_MAX_WARN 16
 
 enum ep_type {
     T_STRING,     /* UTF-8 string; min/max counted in characters */
@@ -37,6 +41,21 @@ enum ep_flags {
     F_NONNEG = 16   /* numbers: >= 0 */
 };
 
+/*
+ * Which of a field's rules are guesses (schema.lua's provenance "guess").
+ * A guess never blocks money by default: a broken guessed rule becomes a
+ * warning and the value is sent as given; opts.strict refuses it.
+ */
+enum ep_guess {
+    G_REQ = 1,
+    G_NONEMPTY = 2,
+    G_MAX = 4,
+    G_FORMAT = 8, /* the type's own check (a ticker's alphabet, a partner id's length) */
+    G_RANGE = 16, /* > 0, >= 0 */
+    G_ITEMS = 32, /* array length */
+    G_SUM = 64    /* TAG_GRANTS: the items' total against the inbound amount */
+};
+
 /* Fields whose values feed checks that span several fields. */
 enum ep_tag {
     TAG_NONE,
@@ -52,7 +71,7 @@ typedef struct ep_field {
     const char *name;
     const char *jkey; /* "name": ready to copy */
     unsigned char nlen, jlen;
-    unsigned char type, flags, tag;
+    unsigned char type, flags, tag, guess;
     unsigned short min;            /* T_ARRAY: min items */
     unsigned short max;            /* T_STRING: max characters; T_ARRAY: max items; 0 = no limit */
     const ep_schema *schema;       /* T_OBJECT */
@@ -68,141 +87,28 @@ struct ep_schema {
      * Presence is tracked in a 32-bit mask, so a schema has at most 32 fields. */
     int one_of_a, one_of_b;
     const char *one_of_msg;
-};
-
-#define FIELD(nm, ty, fl) \
-    .name = nm, .jkey = "\"" nm "\":", .nlen = sizeof(nm) - 1, .jlen = sizeof(nm) + 2, .type = (ty), .flags = (fl)
-#define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
-#define SCHEMA(f) {f, COUNT(f), -1, -1, NULL}
-
-/* ---- schemas (from API-NOTES.md); listed order = validation and output order ---- */
-
-static const ep_field address_fields[] = {
-    {FIELD("line1", T_STRING, F_REQ | F_NONEMPTY), .max = 255},
-    {FIELD("line2", T_STRING, 0), .max = 255},
-    {FIELD("city", T_STRING, F_REQ | F_NONEMPTY), .max = 255},
-    {FIELD("state", T_STRING, 0), .max = 255},
-    {FIELD("zip", T_STRING, 0), .max = 255},
-    {FIELD("country", T_COUNTRY, F_REQ)},
-};
-static const ep_schema address_schema = SCHEMA(address_fields);
-
-static const ep_field provision_user_fields[] = {
-    {FIELD("partnerUserIdentifier", T_PARTNER_ID, F_REQ), .tag = TAG_USER_ID},
-    {FIELD("firstName", T_STRING, F_REQ | F_NONEMPTY), .max = 255},
-    {FIELD("lastName", T_STRING, F_REQ | F_NONEMPTY), .max = 255},
-    {FIELD("email", T_EMAIL, F_REQ)},
-    {FIELD("address", T_OBJECT, F_REQ), .schema = &address_schema},
-};
-
-static const char *const fund_types[] = {"Private", "Transparent", NULL};
-
-static const ep_field create_fund_fields[] = {
-    {FIELD("name", T_STRING, F_REQ | F_NONEMPTY), .max = 255},
-    {FIELD("partnerAccountIdentifier", T_PARTNER_ID, F_REQ)},
-    {FIELD("description", T_STRING, 0)},
-    {FIELD("type", T_ENUM, 0), .choices = fund_types},
-    {FIELD("partnerUserIdentifier", T_PARTNER_ID, 0), .tag = TAG_USER_ID},
-};
-
-static const ep_field cash_donation_fields[] = {
-    {FIELD("receivingFundId", T_UUID, F_REQ)},
-    {FIELD("idempotencyKey", T_IDEM, 0)},
-    {FIELD("pledgedAmountMicroDollars", T_MICRO, F_REQ)},
-    {FIELD("partnerOperationId", T_STRING, F_REQ | F_NONEMPTY), .max = 36},
-    {FIELD("partnerUserIdentifier", T_PARTNER_ID, 0), .tag = TAG_USER_ID},
-};
-
-static const ep_field lot_fields[] = {
-    {FIELD("numberOfShares", T_NUMBER, F_REQ | F_POS)},
-    {FIELD("purchasePrice", T_NUMBER, F_REQ | F_NONNEG)},
-    {FIELD("purchaseDate", T_TIMESTAMP, F_REQ)},
-    {FIELD("employeeStockPlan", T_STRING, 0), .max = 255},
-    {FIELD("lotId", T_STRING, 0), .max = 255},
-};
-static const ep_schema lot_schema = SCHEMA(lot_fields);
-static const ep_field lot_item = {.type = T_OBJECT, .schema = &lot_schema};
-
-static const ep_field stock_fields[] = {
-    {FIELD("ticker", T_TICKER, F_REQ)},
-    {FIELD("shares", T_NUMBER, F_REQ | F_POS)},
-    {FIELD("lots", T_ARRAY, 0), .item = &lot_item, .noun = "lot"},
-};
-static const ep_schema stock_schema = SCHEMA(stock_fields);
-
-static const ep_field stock_donation_fields[] = {
-    {FIELD("receivingFundId", T_UUID, F_REQ)},
-    {FIELD("idempotencyKey", T_IDEM, 0)},
-    {FIELD("donationValueMicroDollars", T_MICRO, F_REQ)},
-    {FIELD("partnerOperationId", T_STRING, F_REQ | F_NONEMPTY), .max = 36},
-    {FIELD("partnerUserIdentifier", T_PARTNER_ID, 0), .tag = TAG_USER_ID},
-    {FIELD("stockPledgeData", T_OBJECT, F_REQ), .schema = &stock_schema},
-};
-
-static const ep_field inbound_fields[] = {
-    {FIELD("amountMicroDollars", T_MICRO, F_REQ), .tag = TAG_INBOUND_AMOUNT},
-    {FIELD("partnerFundingTransferId", T_STRING, F_REQ | F_NONEMPTY), .max = 255},
-    {FIELD("sourcePartnerAccountIdentifier", T_PARTNER_ID, F_REQ)},
-    {FIELD("destinationPartnerAccountIdentifier", T_PARTNER_ID, F_REQ)},
-    {FIELD("settledAtUtc", T_TIMESTAMP, F_REQ)},
-};
-static const ep_schema inbound_schema = SCHEMA(inbound_fields);
-
-static const ep_field grant_fields[] = {
-    {FIELD("amountMicroDollars", T_MICRO, F_REQ), .tag = TAG_GRANT_AMOUNT},
-    {FIELD("destinationOrgId", T_UUID, F_NULL)},
-    {FIELD("destinationSubprojectId", T_UUID, F_NULL)},
-    {FIELD("specialInstructions", T_STRING, F_NULL)},
-    {FIELD("hideMyInfoFromOrg", T_BOOL, 0)},
-};
-static const ep_schema grant_schema = {grant_fields, COUNT(grant_fields), 1, 2,
-                                       "must have a destinationOrgId or destinationSubprojectId"};
-static const ep_field grant_item = {.type = T_OBJECT, .schema = &grant_schema};
-
-static const ep_field submit_grant_fields[] = {
-    {FIELD("idempotencyKey", T_IDEM, 0)},
-    {FIELD("originFundId", T_UUID, F_REQ)},
-    {FIELD("inboundCustodianTransfer", T_OBJECT, F_REQ), .schema = &inbound_schema},
-    {FIELD("grants", T_ARRAY, F_REQ), .tag = TAG_GRANTS, .min = 1, .max = 50, .item = &grant_item, .noun = "grant"},
-};
-
-static const ep_field missing_org_fields[] = {
-    {FIELD("name", T_STRING, F_REQ | F_NONEMPTY), .max = 255},
-    {FIELD("ein", T_EIN, 0)},
-    {FIELD("website", T_STRING, 0), .max = 255},
-    {FIELD("idempotencyKey", T_IDEM, 0)},
-};
-
-static const ep_field uuid_item = {.type = T_UUID};
-
-static const ep_field async_grant_fields[] = {
-    {FIELD("idempotencyKey", T_IDEM, 0)},
-    {FIELD("originFundId", T_UUID, F_REQ)},
-    {FIELD("destinationOrgId", T_UUID, F_REQ)},
-    {FIELD("destinationSubprojectId", T_UUID, 0)},
-    {FIELD("requestedAmount", T_MICRO, F_REQ)},
-    {FIELD("purpose", T_STRING, F_REQ | F_NONEMPTY), .max = 511},
-    {FIELD("recommender", T_STRING, 0), .max = 255},
-    {FIELD("specialInstructions", T_STRING, 0)},
-    {FIELD("shareMyEmail", T_BOOL, 0)},
-    {FIELD("recommendationIds", T_ARRAY, 0), .item = &uuid_item, .noun = "recommendation id"},
+    int one_of_guess;
+    /* when field when_field equals when_equals, when_req_a (and _b) are required; -1 = none */
+    int when_field;
+    const char *when_equals;
+    int when_req_a, when_req_b;
+    int when_guess;
 };
 
 typedef struct {
     const char *name;
-    ep_schema schema;
+    const ep_schema *schema; /* NULL: any object, forwarded as sent */
     int has_idem;
+    size_t max_bytes;        /* any object: the encoded size cap */
+    int max_bytes_guess;
 } ep_op;
 
-static const ep_op ops[] = {
-    {"provision_user", SCHEMA(provision_user_fields), 0},
-    {"create_fund", SCHEMA(create_fund_fields), 0},
-    {"record_cash_donation", SCHEMA(cash_donation_fields), 1},
-    {"record_stock_donation", SCHEMA(stock_donation_fields), 1},
-    {"submit_grant", SCHEMA(submit_grant_fields), 1},
-    {"report_missing_org", SCHEMA(missing_org_fields), 1},
-    {"create_async_grant", SCHEMA(async_grant_fields), 1},
-};
+#define FIELD(nm, ty, fl) \
+    .name = nm, .jkey = "\"" nm "\":", .nlen = sizeof(nm) - 1, .jlen = sizeof(nm) + 2, .type = (ty), .flags = (fl)
+#define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* The tables: generated from lua/endaoment/partner/schema.lua. */
+#include "core_schema.h"
 
 /* ---- the walker ---- */
 
@@ -219,7 +125,53 @@ typedef struct {
     uint64_t inbound;
     uint64_t grants_sum;
     int grants_overflow;
+    int nwarn;           /* guessed rules broken (not strict): reported, not refused */
+    int warn_dropped;    /* more than EP_MAX_WARN */
+    struct {
+        char path[128];
+        char rule[12];
+        char msg[232];
+    } warn[EP_MAX_WARN];
 } pctx;
+
+/* Copies src into dst, cut to fit (a warning's text is for people). */
+static void copy_cut(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/*
+ * A broken rule. A documented one (or any, with strict) refuses: -1 with the
+ * error in p->c. A guessed one becomes a warning: 1, and the caller sends
+ * the value as given.
+ */
+static int broken(pctx *p, int guess, const char *rule, const char *fmt, ...)
+{
+    char m[EP_MSG_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(m, sizeof m, fmt, ap);
+    va_end(ap);
+    ep_fail(&p->c, "%s", m);
+    if (!guess || p->strict)
+        return -1;
+    p->c.kind = NULL;
+    if (p->nwarn >= EP_MAX_WARN) {
+        p->warn_dropped++;
+        return 1;
+    }
+    copy_cut(p->warn[p->nwarn].path, sizeof p->warn[0].path, p->c.path);
+    copy_cut(p->warn[p->nwarn].rule, sizeof p->warn[0].rule, rule);
+    copy_cut(p->warn[p->nwarn].msg, sizeof p->warn[0].msg, p->c.msg);
+    p->nwarn++;
+    return 1;
+}
 
 static int walk_object(pctx *p, int idx, const ep_schema *s, int root);
 static int walk_field(pctx *p, const ep_field *f, int idx);
@@ -263,8 +215,12 @@ static int put_lit(pctx *p, const char *s, size_t len)
 
 typedef int (*ep_check_fn)(const char *s, size_t len, char *msg, size_t cap);
 
-/* A string checked by a validator whose accepted alphabet needs no JSON escaping. */
-static int put_checked_raw(pctx *p, int idx, ep_check_fn check)
+/*
+ * A string checked by a validator whose accepted alphabet needs no JSON
+ * escaping. When the check is a guess and fails, the string is sent as
+ * given, escaped as any string.
+ */
+static int put_checked_raw(pctx *p, const ep_field *f, int idx, ep_check_fn check)
 {
     char msg[EP_MSG_MAX];
     size_t len;
@@ -273,8 +229,11 @@ static int put_checked_raw(pctx *p, int idx, ep_check_fn check)
     if (lua_type(p->c.L, idx) != LUA_TSTRING)
         return fail_type(p, idx, "a string");
     s = lua_tolstring(p->c.L, idx, &len);
-    if (check(s, len, msg, sizeof msg))
-        return ep_fail(&p->c, "%s", msg);
+    if (check(s, len, msg, sizeof msg)) {
+        if (broken(p, f->guess & G_FORMAT, "format", "%s", msg) < 0)
+            return -1;
+        return ep_put_string(&p->c, s, len, NULL);
+    }
     return put_raw_quoted(p, s, len);
 }
 
@@ -313,10 +272,14 @@ static int walk_array(pctx *p, const ep_field *f, int idx)
     }
     if (n != maxk)
         return ep_fail(&p->c, "must be an array without holes (%zu items but index %zu)", n, maxk);
-    if (f->min && n < f->min)
-        return ep_fail(&p->c, "must contain at least %u %s%s", (unsigned)f->min, f->noun, f->min == 1 ? "" : "s");
-    if (f->max && n > f->max)
-        return ep_fail(&p->c, "must contain at most %u %s%s", (unsigned)f->max, f->noun, f->max == 1 ? "" : "s");
+    if (f->min && n < f->min &&
+        broken(p, f->guess & G_ITEMS, "items", "must contain at least %u %s%s", (unsigned)f->min, f->noun,
+               f->min == 1 ? "" : "s") < 0)
+        return -1;
+    if (f->max && n > f->max &&
+        broken(p, f->guess & G_ITEMS, "items", "must contain at most %u %s%s", (unsigned)f->max, f->noun,
+               f->max == 1 ? "" : "s") < 0)
+        return -1;
 
     if (strbuf_putc(p->c.sb, '[') != STRBUF_OK)
         return ep_oom(&p->c);
@@ -335,12 +298,19 @@ static int walk_array(pctx *p, const ep_field *f, int idx)
 
     if (f->tag == TAG_GRANTS && p->have_inbound && (p->grants_overflow || p->grants_sum > p->inbound)) {
         char total[21], inbound[21];
+        int r;
         ep_u64_to_str(p->inbound, inbound);
-        if (p->grants_overflow)
-            return ep_fail(&p->c, "total more than 18446744073709551615 micro-dollars, more than the inbound transfer's %s",
-                           inbound);
-        ep_u64_to_str(p->grants_sum, total);
-        return ep_fail(&p->c, "total %s micro-dollars, more than the inbound transfer's %s", total, inbound);
+        if (p->grants_overflow) {
+            r = broken(p, f->guess & G_SUM, "sum",
+                       "total more than 18446744073709551615 micro-dollars, more than the inbound transfer's %s",
+                       inbound);
+        } else {
+            ep_u64_to_str(p->grants_sum, total);
+            r = broken(p, f->guess & G_SUM, "sum", "total %s micro-dollars, more than the inbound transfer's %s",
+                       total, inbound);
+        }
+        if (r < 0)
+            return -1;
     }
     p->c.depth--;
     return 0;
@@ -359,7 +329,9 @@ static int walk_number(pctx *p, const ep_field *f, int idx)
         lua_Integer i = lua_tointeger(L, idx);
         if (((f->flags & F_POS) && i <= 0) || ((f->flags & F_NONNEG) && i < 0)) {
             ep_describe_value(L, idx, got, sizeof got);
-            return ep_fail(&p->c, "must be %s (got %s)", (f->flags & F_POS) ? "greater than 0" : "at least 0", got);
+            if (broken(p, f->guess & G_RANGE, "range", "must be %s (got %s)",
+                       (f->flags & F_POS) ? "greater than 0" : "at least 0", got) < 0)
+                return -1;
         }
         return ep_put_number(&p->c, idx);
     }
@@ -371,7 +343,9 @@ static int walk_number(pctx *p, const ep_field *f, int idx)
     }
     if (((f->flags & F_POS) && !(d > 0)) || ((f->flags & F_NONNEG) && !(d >= 0))) {
         ep_describe_value(L, idx, got, sizeof got);
-        return ep_fail(&p->c, "must be %s (got %s)", (f->flags & F_POS) ? "greater than 0" : "at least 0", got);
+        if (broken(p, f->guess & G_RANGE, "range", "must be %s (got %s)",
+                   (f->flags & F_POS) ? "greater than 0" : "at least 0", got) < 0)
+            return -1;
     }
     return ep_put_number(&p->c, idx);
 }
@@ -393,12 +367,13 @@ static int walk_field(pctx *p, const ep_field *f, int idx)
         if (t != LUA_TSTRING)
             return fail_type(p, idx, f->flags & F_NULL ? "a string or null" : "a string");
         s = lua_tolstring(L, idx, &len);
-        if (len == 0 && (f->flags & F_NONEMPTY))
-            return ep_fail(&p->c, "must not be empty");
+        if (len == 0 && (f->flags & F_NONEMPTY) && broken(p, f->guess & G_NONEMPTY, "nonempty", "must not be empty") < 0)
+            return -1;
         if (ep_put_string(&p->c, s, len, &nchars))
             return -1;
-        if (f->max && nchars > f->max)
-            return ep_fail(&p->c, "must be at most %u characters (got %zu)", (unsigned)f->max, nchars);
+        if (f->max && nchars > f->max &&
+            broken(p, f->guess & G_MAX, "max", "must be at most %u characters (got %zu)", (unsigned)f->max, nchars) < 0)
+            return -1;
         return 0;
     }
     case T_PARTNER_ID: {
@@ -407,8 +382,11 @@ static int walk_field(pctx *p, const ep_field *f, int idx)
         if (t != LUA_TSTRING)
             return fail_type(p, idx, "a string");
         s = lua_tolstring(L, idx, &len);
-        if (ep_check_partner_id(s, len, &out, &outlen, msg, sizeof msg))
-            return ep_fail(&p->c, "%s", msg);
+        if (ep_check_partner_id(s, len, &out, &outlen, msg, sizeof msg)) {
+            if (broken(p, f->guess & G_FORMAT, "format", "%s", msg) < 0)
+                return -1;
+            return ep_put_string(&p->c, s, len, NULL);
+        }
         if (f->tag == TAG_USER_ID) {
             p->user_id = out;
             p->user_id_len = outlen;
@@ -447,13 +425,13 @@ static int walk_field(pctx *p, const ep_field *f, int idx)
         return ep_put_u64(&p->c, v, 1);
     }
     case T_TIMESTAMP:
-        return put_checked_raw(p, idx, ep_check_timestamp);
+        return put_checked_raw(p, f, idx, ep_check_timestamp);
     case T_COUNTRY:
-        return put_checked_raw(p, idx, ep_check_country);
+        return put_checked_raw(p, f, idx, ep_check_country);
     case T_TICKER:
-        return put_checked_raw(p, idx, ep_check_ticker);
+        return put_checked_raw(p, f, idx, ep_check_ticker);
     case T_EIN:
-        return put_checked_raw(p, idx, ep_check_ein);
+        return put_checked_raw(p, f, idx, ep_check_ein);
     case T_EMAIL:
         if (t != LUA_TSTRING)
             return fail_type(p, idx, "a string");
@@ -563,8 +541,8 @@ static int walk_object(pctx *p, int idx, const ep_schema *s, int root)
 
         ep_seg_key(&p->c, f->name, f->nlen);
         if (lua_isnil(L, vi)) {
-            if (f->flags & F_REQ)
-                return ep_fail(&p->c, "is required");
+            if ((f->flags & F_REQ) && broken(p, f->guess & G_REQ, "required", "is required") < 0)
+                return -1;
             p->c.nseg--;
             continue;
         }
@@ -580,8 +558,30 @@ static int walk_object(pctx *p, int idx, const ep_schema *s, int root)
         if (!ep_is_null(L, vi))
             present |= 1u << i;
     }
-    if (s->one_of_msg && !(present & ((1u << s->one_of_a) | (1u << s->one_of_b))))
-        return ep_fail(&p->c, "%s", s->one_of_msg);
+    if (s->one_of_msg && !(present & ((1u << s->one_of_a) | (1u << s->one_of_b))) &&
+        broken(p, s->one_of_guess, "one_of", "%s", s->one_of_msg) < 0)
+        return -1;
+    if (s->when_field >= 0) {
+        int wv = base + 1 + s->when_field;
+        size_t wl;
+        const char *ws = lua_type(L, wv) == LUA_TSTRING ? lua_tolstring(L, wv, &wl) : NULL;
+        if (ws && wl == strlen(s->when_equals) && memcmp(ws, s->when_equals, wl) == 0) {
+            int need[2], k;
+            need[0] = s->when_req_a;
+            need[1] = s->when_req_b;
+            for (k = 0; k < 2; k++) {
+                const ep_field *rf;
+                if (need[k] < 0 || !lua_isnil(L, base + 1 + need[k]))
+                    continue;
+                rf = &s->fields[need[k]];
+                ep_seg_key(&p->c, rf->name, rf->nlen);
+                if (broken(p, s->when_guess, "required", "is required when %s is \"%s\"",
+                           s->fields[s->when_field].name, s->when_equals) < 0)
+                    return -1;
+                p->c.nseg--;
+            }
+        }
+    }
 
     if (unknown) {
         /* after the known fields, so a typo in a known field is what gets reported */
@@ -617,6 +617,25 @@ static int walk_object(pctx *p, int idx, const ep_schema *s, int root)
 }
 
 /* ---- entry points ---- */
+
+/* info.warnings = { {field=, rule=, message=}, ... } into the table on top. */
+static void push_warnings(lua_State *L, pctx *p)
+{
+    int i;
+
+    lua_createtable(L, p->nwarn, 0);
+    for (i = 0; i < p->nwarn; i++) {
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, p->warn[i].path);
+        lua_setfield(L, -2, "field");
+        lua_pushstring(L, p->warn[i].rule);
+        lua_setfield(L, -2, "rule");
+        lua_pushstring(L, p->warn[i].msg);
+        lua_setfield(L, -2, "message");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "warnings");
+}
 
 static int push_invalid(lua_State *L, const char *field, const char *msg)
 {
@@ -714,7 +733,16 @@ static int do_prepare(lua_State *L, int want_json)
 
     sb = ep_buffer_acquire(L);
     ep_ctx_init(&p.c, L, sb, "body");
-    rc = walk_object(&p, 2, &op->schema, 1);
+    if (op->schema) {
+        rc = walk_object(&p, 2, op->schema, 1);
+    } else {
+        /* A body whose schema is not public: any object, forwarded as sent. */
+        rc = ep_has_array_mt(L, 2) ? ep_fail(&p.c, "must be an object (got a table marked with array_mt)")
+                                   : ep_encode_value(&p.c, 2);
+        if (rc == 0 && sb->len > op->max_bytes &&
+            broken(&p, op->max_bytes_guess, "max", "is %zu bytes of JSON, more than %zu", sb->len, op->max_bytes) < 0)
+            rc = -1;
+    }
     if (rc) {
         ep_buffer_release(L, sb);
         lua_pushnil(L);
@@ -724,11 +752,17 @@ static int do_prepare(lua_State *L, int want_json)
     if (!want_json) {
         ep_buffer_release(L, sb);
         lua_pushboolean(L, 1);
-        return 1;
+        if (p.nwarn == 0)
+            return 1;
+        lua_createtable(L, 0, 1);
+        push_warnings(L, &p);
+        return 2;
     }
     lua_pushlstring(L, sb->data, sb->len);
     ep_buffer_release(L, sb);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
+    if (p.nwarn)
+        push_warnings(L, &p);
     if (p.idem) {
         lua_pushlstring(L, p.idem, p.idem_len);
         lua_setfield(L, -2, "idempotency_key");

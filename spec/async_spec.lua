@@ -49,7 +49,8 @@ end
 
 local function user_body()
   return { partnerUserIdentifier = ident("async-user"), firstName = "Ada", lastName = "Lovelace",
-    email = "ada@example.com", address = { line1 = "1 Main St", city = "New York", country = "USA" } }
+    email = "ada@example.com", address = { line1 = "1 Main St", city = "New York",
+        state = "NY", zip = "10001", country = "USA" } }
 end
 
 local function setup_fund(c)

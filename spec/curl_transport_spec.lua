@@ -19,7 +19,8 @@ end
 
 local function user_json(id)
   return cjson.encode({ partnerUserIdentifier = id, firstName = "Ada", lastName = "Lovelace",
-    email = "ada@example.com", address = { line1 = "1 Main St", city = "NYC", country = "USA" } })
+    email = "ada@example.com", address = { line1 = "1 Main St", city = "NYC",
+        state = "NY", zip = "10001", country = "USA" } })
 end
 
 local function free_port()

@@ -22,8 +22,8 @@ end
 local function setup_fund(c, suffix)
   local user = assert(c:provision_user {
     partnerUserIdentifier = "derived-user-" .. suffix, firstName = "Ada", lastName = "Lovelace",
-    email = "ada@example.com", address = { line1 = "1 Main St", city = "New York", country = "USA",
-      state = "NY", zip = "10001" },
+    email = "ada@example.com", address = { line1 = "1 Main St", city = "New York",
+      state = "NY", zip = "10001", country = "USA" },
   })
   local fund = assert(c:create_fund({ name = "Derived DAF", partnerAccountIdentifier = "derived-acct-" .. suffix },
     { user_id = user.id }))

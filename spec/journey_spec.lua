@@ -20,7 +20,8 @@ end
 local function plan()
   return {
     user = { partnerUserIdentifier = "journey-user-0000001", firstName = "Ada", lastName = "Lovelace",
-      email = "ada@example.com", address = { line1 = "1 Main St", city = "New York", country = "USA" } },
+      email = "ada@example.com", address = { line1 = "1 Main St", city = "New York",
+          state = "NY", zip = "10001", country = "USA" } },
     fund = { name = "Journey DAF", partnerAccountIdentifier = "journey-account-00001", type = "Private" },
     donations = {
       { kind = "cash", pledgedAmountMicroDollars = "125000000", partnerOperationId = "j-cash-1" },
@@ -29,7 +30,8 @@ local function plan()
     },
     grant = {
       inboundCustodianTransfer = { amountMicroDollars = "125000000", partnerFundingTransferId = "j-journal-1",
-        sourcePartnerAccountIdentifier = "journey-omnibus-00001", settledAtUtc = "2026-05-04T14:32:01.000Z" },
+        sourcePartnerAccountIdentifier = "journey-omnibus-00001",
+        destinationPartnerAccountIdentifier = "journey-account-00001", settledAtUtc = "2026-05-04T14:32:01.000Z" },
       grants = { { amountMicroDollars = "100000000", destinationOrgId = RED_CROSS } },
     },
     missing_orgs = { { name = "Tiny Food Bank", ein = "12-3456789" } },

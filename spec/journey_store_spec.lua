@@ -26,7 +26,8 @@ local function plan(i)
   local id = string.format("%010d", i)
   return {
     user = { partnerUserIdentifier = "store-user-" .. id, firstName = "Ada", lastName = "Lovelace",
-      email = "ada@example.com", address = { line1 = "1 Main St", city = "New York", country = "USA" } },
+      email = "ada@example.com", address = { line1 = "1 Main St", city = "New York",
+          state = "NY", zip = "10001", country = "USA" } },
     fund = { name = "Store DAF " .. i, partnerAccountIdentifier = "store-acct-" .. id },
     donations = {
       { kind = "cash", pledgedAmountMicroDollars = "3000000", partnerOperationId = "st-" .. i .. "-a" },
@@ -34,7 +35,9 @@ local function plan(i)
     },
     grant = {
       inboundCustodianTransfer = { amountMicroDollars = "2000000", partnerFundingTransferId = "st-xfer-" .. i,
-        sourcePartnerAccountIdentifier = "omnibus-account-00001", settledAtUtc = "2026-05-04T14:32:01.000Z" },
+        sourcePartnerAccountIdentifier = "omnibus-account-00001",
+        destinationPartnerAccountIdentifier = "store-acct-" .. id,
+        settledAtUtc = "2026-05-04T14:32:01.000Z" },
       grants = { { amountMicroDollars = "2000000", destinationOrgId = RED_CROSS } },
     },
     missing_orgs = { { name = "Tiny Food Bank " .. i, ein = string.format("%09d", 100000000 + i) } },
@@ -73,7 +76,8 @@ describe("journey stores", function()
       assert.equal(r1.donations[1].id, r2.donations[1].id)
       local outcomes = {}
       for _, s in ipairs(r2.steps) do outcomes[#outcomes + 1] = s.outcome end
-      assert.same({ "existing", "existing", "replayed", "replayed", "replayed", "replayed" }, outcomes)
+      -- The report has no key (its schema is not public): the API answers a known EIN with the first one.
+      assert.same({ "existing", "existing", "replayed", "replayed", "replayed", "existing" }, outcomes)
       -- With the store kept, the third run sends nothing at all.
       local n = #srv.logged()
       local r3 = assert(journey.run(client, plan(1), { store = kind .. ":" .. path }))

@@ -14,12 +14,15 @@ local RED_CROSS = "5b6e6b8e-3f0a-4c47-9a51-000000000001"
 local function plan(tag)
   return {
     user = { partnerUserIdentifier = "ngx-user-" .. tag .. "-00000001", firstName = "Ada", lastName = "Lovelace",
-      email = "ada@example.com", address = { line1 = "1 Main St", city = "New York", country = "USA" } },
+      email = "ada@example.com", address = { line1 = "1 Main St", city = "New York",
+          state = "NY", zip = "10001", country = "USA" } },
     fund = { name = "Nginx DAF", partnerAccountIdentifier = "ngx-account-" .. tag .. "-000001" },
     donations = { { kind = "cash", pledgedAmountMicroDollars = "125000000", partnerOperationId = "ngx-cash-1" } },
     grant = {
       inboundCustodianTransfer = { amountMicroDollars = "125000000", partnerFundingTransferId = "ngx-journal-1",
-        sourcePartnerAccountIdentifier = "ngx-omnibus-0000001", settledAtUtc = "2026-05-04T14:32:01.000Z" },
+        sourcePartnerAccountIdentifier = "ngx-omnibus-0000001",
+        destinationPartnerAccountIdentifier = "ngx-account-" .. tag .. "-000001",
+        settledAtUtc = "2026-05-04T14:32:01.000Z" },
       grants = { { amountMicroDollars = "100000000", destinationOrgId = RED_CROSS } },
     },
     missing_orgs = { { name = "Tiny Food Bank", ein = "12-3456789" } },

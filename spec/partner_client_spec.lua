@@ -27,7 +27,8 @@ end
 
 local function user_body()
   return { partnerUserIdentifier = ident("client-user"), firstName = "Ada", lastName = "Lovelace",
-    email = "ada@example.com", address = { line1 = "1 Main St", city = "New York", country = "USA" } }
+    email = "ada@example.com", address = { line1 = "1 Main St", city = "New York",
+        state = "NY", zip = "10001", country = "USA" } }
 end
 
 local function setup_fund()

@@ -24,7 +24,7 @@ local function client(t, extra)
   return partner.new(o)
 end
 
-local ADDRESS = { line1 = "1 Main St", city = "New York", country = "USA" }
+local ADDRESS = { line1 = "1 Main St", city = "New York", state = "NY", zip = "10001", country = "USA" }
 local function user_body()
   return { partnerUserIdentifier = "retry-user-00000001", firstName = "Ada", lastName = "Lovelace",
     email = "ada@example.com", address = ADDRESS }

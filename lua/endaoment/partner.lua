@@ -15,6 +15,7 @@ local M = {}
 local ngx = rawget(_G, "ngx")
 
 M.VERSION = core.version
+M._VERSION = core.version
 M.null = core.null
 M.array_mt = core.array_mt
 M.Error = core.Error
@@ -34,23 +35,29 @@ M.micro_to_dollars = core.micro_to_dollars
 
 -- The journey's operations: method, path, and how the call authenticates.
 -- auth: "key" (x-api-key), "key_or_bearer", "bearer", "none".
--- natural: the partner's own id in the body that an idempotency key is
--- derived from (docs/derived-keys.md), as a path of field names.
-local OPS = {
-  provision_user = { "POST", "/v1/auth/partner/users", auth = "key" },
-  create_fund = { "POST", "/v1/funds/partner", auth = "key_or_bearer", acting_user = true },
-  record_cash_donation = { "POST", "/v1/donation-pledges/partner/cash-settled", auth = "key", acting_user = true,
-    keyed = true, natural = { "partnerOperationId" } },
-  record_stock_donation = { "POST", "/v1/donation-pledges/partner/stock-settled", auth = "key", acting_user = true,
-    keyed = true, natural = { "partnerOperationId" } },
-  submit_grant = { "POST", "/v1/transfers/partner/grant-submissions", auth = "key",
-    keyed = true, natural = { "inboundCustodianTransfer", "partnerFundingTransferId" } },
-  report_missing_org = { "POST", "/v1/missing-org-reports/tech-platform", auth = "key",
-    keyed = true, natural = { "ein" } },
-  create_async_grant = { "POST", "/v1/transfers/async-grants", auth = "bearer", keyed = true },
-}
+-- Every operation, its fields and rules come from the one contract,
+-- endaoment.partner.schema: method, path, auth ("key" = x-api-key,
+-- "key_or_bearer", "bearer", "none"), acting user, keyed writes and the
+-- natural id a key is derived from (docs/derived-keys.md).
+local schema = require "endaoment.partner.schema"
+local OPS = schema.operations
 M.OPERATIONS = OPS
+M.schema = schema
 M.DEFAULT_KEY_NAMESPACE = core.DEFAULT_KEY_NAMESPACE
+
+-- The documented response enums, as constants: partner.GRANT_SUBMISSION_STATUS.Accepted == "Accepted".
+M.enums = schema.enums
+for name, values in pairs(schema.enums) do
+  local t = {}
+  for _, v in ipairs(values) do t[v] = v end
+  M[name:upper()] = t
+end
+
+-- JSON null in an answer (cjson.null, a lightuserdata) is truthy in Lua:
+-- test fields that may be null with partner.is_null(v).
+function M.is_null(v)
+  return v == core.null
+end
 
 -- The natural id of a body for op, or nil (absent, not a usable string).
 local MAX_NATURAL_ID = 1024
@@ -72,8 +79,9 @@ local function new_error(kind, message, extra)
 end
 
 function M.validate(op, body, opts)
-  if not OPS[op] then
-    return nil, new_error("invalid", "unknown operation " .. tostring(op), { field = "operation" })
+  if not (OPS[op] and OPS[op].body) then
+    return nil, new_error("invalid", "unknown operation " .. tostring(op) .. " (or one without a body)",
+      { field = "operation" })
   end
   return core.validate(op, body, opts)
 end
@@ -251,6 +259,15 @@ function M.new(opts)
     timeout_ms = self.request_timeout_ms, connect_timeout_ms = self.connect_timeout_ms,
   }
   self.transport = pick_transport(cfg, opts.transport)
+  if opts.ca_file ~= nil and self.transport.name == "curl" then
+    -- Found now, not at the first call, which may be hours into a batch.
+    local f = io.open(opts.ca_file, "rb")
+    if not f then
+      self.transport:close()
+      error("endaoment.partner.new: ca_file " .. opts.ca_file .. " cannot be read", 2)
+    end
+    f:close()
+  end
   local tv = self.transport.version or (self.transport.name or "custom")
   cfg.user_agent = opts.user_agent or string.format("endaoment-partner-lua/%s (%s; %s)", M.VERSION, lua_version(), tv)
   self.user_agent = cfg.user_agent
@@ -397,7 +414,10 @@ function Client:_retry_wait(attempt, res, terr, req)
   if req and req.retry_safe == false and not (res and res.status == 429) then return nil end
   local wait = retry.decide(attempt, self.retry, res, terr, self.random)
   if wait and self.on_retry then
-    self.on_retry({ attempt = attempt, wait_ms = wait, status = res and res.status, err = terr })
+    -- A real partner.Error, as every other error the caller sees.
+    local e = terr and new_error(terr.kind or "network", terr.message or "transport failed",
+      { retryable = terr.retryable, curl_code = terr.curl_code })
+    self.on_retry({ attempt = attempt, wait_ms = wait, status = res and res.status, err = e })
   end
   return wait
 end
@@ -448,7 +468,9 @@ end
 local CALL_OPTS = { user_id = "string", bearer_token = "string", idempotency_key = "string",
   timeout_ms = "number", headers = "table" }
 
-local function check_call_opts(opts)
+-- spec: the operation (nil for request()), whose contract says which
+-- options apply: an option that would be silently ignored is refused.
+local function check_call_opts(opts, spec, op)
   for k, v in pairs(opts) do
     local want = CALL_OPTS[k]
     if not want then
@@ -456,6 +478,21 @@ local function check_call_opts(opts)
     end
     if type(v) ~= want then
       return new_error("invalid", "opts." .. k .. " must be a " .. want, { field = "opts." .. k })
+    end
+  end
+  if spec then
+    local why
+    if opts.user_id and not spec.acting_user then
+      why = "user_id: " .. op .. " has no acting user"
+    elseif opts.bearer_token and (spec.auth == "key" or spec.auth == "none") then
+      why = "bearer_token: " .. op .. (spec.auth == "none" and " needs no credential" or " takes the api_key only")
+    elseif opts.idempotency_key and not spec.keyed then
+      why = "idempotency_key: " .. op .. " takes no idempotency key"
+    end
+    if why then
+      local name = why:match("^([%w_]+)")
+      return new_error("invalid", "opts." .. why .. ", so the option would be ignored; remove it",
+        { field = "opts." .. name })
     end
   end
   if opts.user_id and not core.is_uuid(opts.user_id) then
@@ -476,7 +513,8 @@ end
 
 -- Planners: each public call validates and builds its request here, then
 -- runs it blocking (Client[name]) or asynchronously (Client[name .. "_async"],
--- see endaoment.partner.async). Returns req, meta or nil, err, meta.
+-- see endaoment.partner.async). Returns req, meta or nil, err, meta. They are
+-- made from schema.operations: a body, path parameters, a query, or none.
 local PLANNERS = {}
 M._PLANNERS = PLANNERS
 
@@ -485,11 +523,71 @@ local function request_for(self, method, path, headers, body, opts)
     timeout_ms = opts.timeout_ms or self.request_timeout_ms, connect_timeout_ms = self.connect_timeout_ms }
 end
 
-for op, spec in pairs(OPS) do
-  PLANNERS[op] = function(self, body, opts)
+local function invalid(field, message)
+  return nil, new_error("invalid", message, { field = field }), { attempts = 0 }
+end
+
+-- Path parameters by type: the value, ready for the path, or nil, message.
+local PARAM = {
+  uuid = function(v)
+    if type(v) == "string" and core.is_uuid(v) then return v:lower() end
+    return nil, "must be a UUID string"
+  end,
+  ein = function(v)
+    if type(v) == "string" and (v:match("^%d%d%d%d%d%d%d%d%d$") or v:match("^%d%d%-%d%d%d%d%d%d%d$")) then
+      return v
+    end
+    return nil, "must be 9 digits, with or without a hyphen after the second"
+  end,
+}
+
+local function urlencode(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+-- The query string of a paged or searched read, checked against the schema.
+local function build_query(op, spec, q)
+  if q == nil then q = {} end
+  if type(q) ~= "table" then return nil, "query", "the query must be a table" end
+  local parts = {}
+  for k in pairs(q) do
+    if not (spec.query and spec.query[k]) then
+      local known = {}
+      for name in pairs(spec.query or {}) do known[#known + 1] = name end
+      table.sort(known)
+      return nil, "query." .. tostring(k), "query." .. tostring(k) .. " is not a parameter of " .. op ..
+        " (" .. (#known > 0 and table.concat(known, ", ") or "none") .. ")"
+    end
+  end
+  local names = {}
+  for name in pairs(spec.query or {}) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local rule, v = spec.query[name], q[name]
+    local field = "query." .. name
+    if v == nil then
+      if rule.required then return nil, field, field .. " is required" end
+    elseif rule[1] == "string" then
+      if type(v) ~= "string" or v == "" then return nil, field, field .. " must be a non-empty string" end
+      if not core.utf8_len(v) then return nil, field, field .. " must be valid UTF-8" end
+      parts[#parts + 1] = name .. "=" .. urlencode(v)
+    else -- count, offset: whole numbers
+      local lo = rule[1] == "count" and 1 or 0
+      if type(v) ~= "number" or v % 1 ~= 0 or v < lo or (rule.max and v > rule.max) then
+        return nil, field, string.format("%s must be a whole number from %d%s", field, lo,
+          rule.max and (" to " .. rule.max) or " up")
+      end
+      parts[#parts + 1] = string.format("%s=%d", name, v)
+    end
+  end
+  return #parts > 0 and ("?" .. table.concat(parts, "&")) or ""
+end
+
+local function plan_body(op, spec)
+  return function(self, body, opts)
     opts = opts or {}
     local meta = { attempts = 0 }
-    local oerr = check_call_opts(opts)
+    local oerr = check_call_opts(opts, spec, op)
     if oerr then return nil, oerr, meta end
     local key, source = opts.idempotency_key, nil
     if spec.keyed then
@@ -509,71 +607,58 @@ for op, spec in pairs(OPS) do
     if not json then return nil, info, meta end
     meta.idempotency_key = info.idempotency_key
     meta.idempotency_key_source = source
+    meta.warnings = info.warnings
     local headers, herr = self:_headers(spec.auth, opts, true)
     if not headers then return nil, new_error("config", herr), meta end
     if spec.acting_user and opts.user_id then
       headers["x-endaoment-user-id"] = opts.user_id:lower()
     end
     for k, v in pairs(opts.headers or {}) do headers[k:lower()] = v end
-    return request_for(self, spec[1], spec[2], headers, json, opts), meta
+    local req = request_for(self, spec.method, spec.path, headers, json, opts)
+    -- Not idempotent by contract: a resend after a lost answer could act twice.
+    if spec.retry == "429" then req.retry_safe = false end
+    return req, meta
   end
 end
 
-local function path_id(id, what)
-  if type(id) ~= "string" or not core.is_uuid(id) then
-    return nil, new_error("invalid", what .. " must be a UUID string", { field = what })
+-- Reads and body-less writes: path parameters in order, then the query
+-- (when the operation has one), then opts.
+local function plan_path(op, spec)
+  local pnames = {}
+  for name in spec.path:gmatch("{(%w+)}") do pnames[#pnames + 1] = name end
+  local has_query = spec.query ~= nil
+  return function(self, ...)
+    local args = { ... }
+    local n = #pnames
+    local q = has_query and args[n + 1] or nil
+    local opts = args[n + (has_query and 2 or 1)] or {}
+    local meta = { attempts = 0 }
+    local path = spec.path
+    for i, name in ipairs(pnames) do
+      local v, why = PARAM[spec.params[name]](args[i])
+      if not v then return invalid(name, name .. " " .. why) end
+      path = path:gsub("{" .. name .. "}", v)
+    end
+    if has_query then
+      local qs, field, why = build_query(op, spec, q)
+      if not qs then return invalid(field, why) end
+      path = path .. qs
+    end
+    if type(opts) ~= "table" then return invalid("opts", "opts must be a table") end
+    local oerr = check_call_opts(opts, spec, op)
+    if oerr then return nil, oerr, meta end
+    local headers, herr = self:_headers(spec.auth, opts, false)
+    if not headers then return nil, new_error("config", herr), meta end
+    for k, v in pairs(opts.headers or {}) do headers[k:lower()] = v end
+    local req = request_for(self, spec.method, path, headers, spec.method ~= "GET" and "" or nil, opts)
+    if spec.retry == "429" then req.retry_safe = false end
+    return req, meta
   end
-  return id:lower()
 end
 
-local function plan_get(self, path, auth, opts)
-  opts = opts or {}
-  local meta = { attempts = 0 }
-  local oerr = check_call_opts(opts)
-  if oerr then return nil, oerr, meta end
-  local headers, herr = self:_headers(auth, opts, false)
-  if not headers then return nil, new_error("config", herr), meta end
-  for k, v in pairs(opts.headers or {}) do headers[k:lower()] = v end
-  return request_for(self, "GET", path, headers, nil, opts), meta
-end
-
-local function fund_read(prefix)
-  return function(self, id, opts)
-    local fid, err = path_id(id, "id")
-    if not fid then return nil, err, { attempts = 0 } end
-    return plan_get(self, prefix .. fid, self.api_key and "key" or "key_or_bearer", opts)
-  end
-end
-PLANNERS.get_fund = fund_read("/v1/funds/")
-PLANNERS.list_fund_grants = fund_read("/v1/transfers/grants/fund/")
-
-function PLANNERS.find_org_by_ein(self, ein, opts)
-  if type(ein) ~= "string" or not (ein:match("^%d%d%d%d%d%d%d%d%d$") or ein:match("^%d%d%-%d%d%d%d%d%d%d$")) then
-    return nil, new_error("invalid", "ein must be 9 digits, with or without a hyphen after the second",
-      { field = "ein" }), { attempts = 0 }
-  end
-  -- Documented as public: the API key is not sent where it is not needed.
-  return plan_get(self, "/v1/orgs/ein/" .. ein, "none", opts)
-end
-
-function PLANNERS.whoami(self, opts)
-  return plan_get(self, "/v1/auth/whoami", self.api_key and "key" or "key_or_bearer", opts)
-end
-
-function PLANNERS.cancel_async_grant(self, id, opts)
-  opts = opts or {}
-  local gid, err = path_id(id, "id")
-  if not gid then return nil, err, { attempts = 0 } end
-  local meta = { attempts = 0 }
-  local oerr = check_call_opts(opts)
-  if oerr then return nil, oerr, meta end
-  local headers, herr = self:_headers("bearer", opts, false)
-  if not headers then return nil, new_error("config", herr), meta end
-  local req = request_for(self, "POST", "/v1/transfers/async-grants/" .. gid .. "/cancel", headers, "", opts)
-  -- No idempotency key exists for a cancel: a resend after a lost answer
-  -- would report "not cancellable" for a grant the first attempt cancelled.
-  req.retry_safe = false
-  return req, meta
+for _, op in ipairs(schema.OPERATION_ORDER) do
+  local spec = OPS[op]
+  PLANNERS[op] = spec.body and plan_body(op, spec) or plan_path(op, spec)
 end
 
 -- Escape hatch for endpoints not wrapped yet. body: a table (encoded by the
@@ -626,6 +711,72 @@ for name, planner in pairs(PLANNERS) do
     local req, meta_or_err, meta = planner(self, ...)
     if not req then return nil, meta_or_err, meta end
     return self:_send(req, meta_or_err)
+  end
+end
+
+-- Pages through a list (schema operations with paged = true) by count and
+-- offset until a short page:
+--   local orgs = client:each("search_orgs", { searchTerm = "food" })
+--   for org in orgs do print(org.name) end
+--   if orgs.err then error(tostring(orgs.err)) end
+-- Path parameters come first (client:each("fund_activity", fund_id, query)).
+-- A failed page ends the loop and leaves the error in .err (and .meta).
+local Pager = {}
+Pager.__index = Pager
+
+function Client:each(op, ...)
+  local spec = OPS[op]
+  local pager = setmetatable({ pages = 0, count = 0, buf = {}, i = 1 }, Pager)
+  if not spec or not spec.paged then
+    local names = {}
+    for _, name in ipairs(schema.OPERATION_ORDER) do if OPS[name].paged then names[#names + 1] = name end end
+    pager.err = new_error("invalid", "each: " .. tostring(op) .. " is not a list that pages (" ..
+      table.concat(names, ", ") .. ")", { field = "op" })
+    pager.done = true
+    return pager
+  end
+  local nparams = 0
+  for _ in spec.path:gmatch("{%w+}") do nparams = nparams + 1 end
+  local args = { ... }
+  local query = {}
+  for k, v in pairs(args[nparams + 1] or {}) do query[k] = v end
+  local size = query.count or math.min(schema.DEFAULT_PAGE_COUNT, spec.query.count.max or schema.DEFAULT_PAGE_COUNT)
+  query.count = size
+  query.offset = query.offset or 0
+  pager.client, pager.op, pager.query, pager.size = self, op, query, size
+  pager.params, pager.nparams, pager.opts = args, nparams, args[nparams + 2]
+  pager.buf, pager.i = {}, 1
+  return pager
+end
+
+function Pager:__call()
+  while true do
+    if self.i <= #self.buf then
+      local item = self.buf[self.i]
+      self.i = self.i + 1
+      self.count = self.count + 1
+      return item
+    end
+    if self.done then return nil end
+    local call = {}
+    for i = 1, self.nparams do call[i] = self.params[i] end
+    call[self.nparams + 1] = self.query
+    call[self.nparams + 2] = self.opts
+    local page, err, meta = self.client[self.op](self.client, (table.unpack or unpack)(call, 1, self.nparams + 2))
+    self.meta = meta
+    if not page then
+      self.err, self.done = err, true
+      return nil
+    end
+    if type(page) ~= "table" then
+      self.err = new_error("decode", self.op .. " answered something other than a list", { field = self.op })
+      self.done = true
+      return nil
+    end
+    self.pages = self.pages + 1
+    self.buf, self.i = page, 1
+    if #page < self.size then self.done = true end
+    self.query.offset = self.query.offset + #page
   end
 end
 

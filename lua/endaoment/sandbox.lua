@@ -33,7 +33,14 @@ local SEED_SUBPROJECTS = {
   { id = "5b6e6b8e-3f0a-4c47-9a51-0000000000a1", sponsorOrgId = SEED_ORGS[2].id,
     sponsorOrgEin = SEED_ORGS[2].ein, name = "Wikipedia Library Initiative" },
 }
+-- Known to the IRS but not onboarded: found by EIN with id null [doc:
+-- GET /v1/orgs/ein/{ein} answers id as "uuid | null"].
+local SEED_UNONBOARDED = {
+  { ein = "521693387", name = "Neighborhood Food Pantry", website = "https://pantry.example.org", nteeCode = "K31" },
+  { ein = "941156365", name = "Coastal Cleanup Collective", website = "https://cleanup.example.org", nteeCode = "C20" },
+}
 M.SEED_ORGS = SEED_ORGS
+M.SEED_UNONBOARDED = SEED_UNONBOARDED
 
 local STATUS_TEXT = {
   [200] = "OK", [201] = "Created", [400] = "Bad Request", [401] = "Unauthorized",
@@ -49,6 +56,23 @@ M.STATUS_TEXT = STATUS_TEXT
 ---------------------------------------------------------------------------
 -- helpers
 ---------------------------------------------------------------------------
+
+-- math.random starts from a fixed seed on Lua 5.1-5.3 and LuaJIT, so every
+-- run would hand out the same ids: seed it once, from the clock and, when
+-- readable, /dev/urandom. Lua 5.4 seeds itself randomly and is left alone.
+local random_seeded = _VERSION == "Lua 5.4" and not rawget(_G, "jit")
+local function seed_random()
+  if random_seeded then return end
+  random_seeded = true
+  local seed = os.time() + math.floor(os.clock() * 1e6)
+  local f = io.open("/dev/urandom", "rb")
+  local b = f and f:read(4)
+  if f then f:close() end
+  if b and #b == 4 then
+    seed = seed + ((b:byte(1) * 256 + b:byte(2)) * 256 + b:byte(3)) * 256 + b:byte(4)
+  end
+  math.randomseed(seed % 2147483647)     -- 5.1 takes an int
+end
 
 local function default_uuid()
   local b = {}
@@ -130,8 +154,15 @@ function M.new(opts)
   opts = opts or {}
   local self = setmetatable({}, Emu)
   self.now = opts.now or os.time
+  if not opts.uuid then seed_random() end
   self.uuid = opts.uuid or default_uuid
   self.controls = opts.controls ~= false
+  -- rules = "documented": enforce only documented and example rules (guesses
+  -- off); forbid_unknown: refuse fields the schema does not list.
+  if opts.rules ~= nil and opts.rules ~= "all" and opts.rules ~= "documented" then
+    error("sandbox.new: rules must be \"all\" or \"documented\"", 2)
+  end
+  self.rule_opts = { documented = opts.rules == "documented", forbid_unknown = opts.forbid_unknown == true }
   self.partners = {}
   local keys = opts.api_keys or { opts.api_key or M.DEFAULT_API_KEY }
   for i, key in ipairs(keys) do
@@ -309,8 +340,7 @@ local function fund_view(f)
   return {
     id = f.id, name = f.name, type = f.type, description = f.description,
     usdcBalance = f.usdcBalance, lifetimeDonationsUsdc = f.lifetimeDonationsUsdc,
-    totalGrantedUsdc = f.totalGrantedUsdc, grantCount = f.grantCount,
-    partnerAccountIdentifier = f.partnerAccountIdentifier,
+    totalGrantedUsdc = f.totalGrantedUsdc, grantsGiven = f.grantCount,
     createdAtUtc = f.createdAtUtc, updatedAtUtc = f.updatedAtUtc,
     inboundFeeBps = 0, outboundFeeBps = 0, chainId = 1,
   }
@@ -345,12 +375,23 @@ end
 -- handlers: each gets (ctx) and returns a response table
 ---------------------------------------------------------------------------
 
+-- Money is int64 micro-dollars in the API: a change that would take a
+-- fund's total past it is refused (400) before anything changes.
+local INT64_MAX = "9223372036854775807"
+local function over_int64(a, b)
+  return rules.dec_cmp(rules.dec_add(a, b), INT64_MAX) > 0
+end
+local function over_int64_reply(what)
+  return fail(400, "this would take the fund's " .. what .. " past " .. INT64_MAX ..
+    " micro-dollars, the most the API holds")
+end
+
 local H = {}
 
 function H.provision_user(self, ctx)
   local p, e = self:_auth(ctx.h, "key")
   if not p then return e end
-  local b, errs = rules.validate("provision_user", ctx.body)
+  local b, errs = rules.validate("provision_user", ctx.body, self.rule_opts)
   if not b then return fail(400, errs) end
   local st = self.state
   local existing = self:_user_by_pid(p, b.partnerUserIdentifier)
@@ -376,7 +417,7 @@ end
 function H.create_fund(self, ctx)
   local p, e = self:_auth(ctx.h, "either")
   if not p then return e end
-  local b, errs = rules.validate("create_fund", ctx.body)
+  local b, errs = rules.validate("create_fund", ctx.body, self.rule_opts)
   if not b then return fail(400, errs) end
   local user, uerr = self:_acting_user(p, ctx.h, b.partnerUserIdentifier)
   if not user then return uerr end
@@ -409,13 +450,17 @@ local function pledge_handler(schema, amount_field, kind)
   return function(self, ctx)
     local p, e = self:_auth(ctx.h, "key")
     if not p then return e end
-    local b, errs = rules.validate(schema, ctx.body)
+    local b, errs = rules.validate(schema, ctx.body, self.rule_opts)
     if not b then return fail(400, errs) end
     local user, uerr = self:_acting_user(p, ctx.h, b.partnerUserIdentifier)
     if not user then return uerr end
     local fund = self:_fund_of(p, b.receivingFundId)
     if not fund then return fail(404, "Fund " .. b.receivingFundId .. " not found") end
     return self:_idempotent(p, kind, b, user.id, function()
+      if over_int64(fund.usdcBalance, b[amount_field]) then return over_int64_reply("usdcBalance") end
+      if over_int64(fund.lifetimeDonationsUsdc, b[amount_field]) then
+        return over_int64_reply("lifetimeDonationsUsdc")
+      end
       local now, seq = self:_timestamp()
       local pl = {
         id = self.uuid(), kind = kind, fundId = fund.id, userId = user.id,
@@ -431,14 +476,19 @@ local function pledge_handler(schema, amount_field, kind)
   end
 end
 
-H.cash_settled = pledge_handler("cash_settled", "pledgedAmountMicroDollars", "cash")
-H.stock_settled = pledge_handler("stock_settled", "donationValueMicroDollars", "stock")
+H.record_cash_donation = pledge_handler("cash_settled", "pledgedAmountMicroDollars", "cash")
+H.record_stock_donation = pledge_handler("stock_settled", "donationValueMicroDollars", "stock")
 
 -- Checks a grant's destination; returns an error message or nil.
+-- Whether a rule of schema.state_rules is enforced (guesses are off with
+-- rules = "documented").
+function Emu:_enforce(rule)
+  local r = assert(rules.schema.state_rules[rule], "no state rule " .. rule)
+  return not (self.rule_opts.documented and r.provenance == "guess")
+end
+
 function Emu:_check_destination(org_id, sub_id, path)
-  if org_id == nil and sub_id == nil then
-    return path .. " must have a destinationOrgId or a destinationSubprojectId"
-  end
+  if not self:_enforce("known_destination") then return nil end
   if org_id and not self.orgs_by_id[org_id] then
     return path .. ".destinationOrgId " .. org_id .. " is not a known organization"
   end
@@ -452,33 +502,31 @@ function Emu:_check_destination(org_id, sub_id, path)
   return nil
 end
 
-function H.grant_submission(self, ctx)
+function H.submit_grant(self, ctx)
   local p, e = self:_auth(ctx.h, "key")
   if not p then return e end
-  local b, errs = rules.validate("grant_submission", ctx.body)
+  local b, errs = rules.validate("grant_submission", ctx.body, self.rule_opts)
   if not b then return fail(400, errs) end
   local ict = b.inboundCustodianTransfer
-  local total = "0"
   local msgs = {}
   for i, g in ipairs(b.grants) do
     if g.destinationOrgId == null then g.destinationOrgId = nil end
     if g.destinationSubprojectId == null then g.destinationSubprojectId = nil end
     local m = self:_check_destination(g.destinationOrgId, g.destinationSubprojectId, "grants." .. (i - 1))
     if m then msgs[#msgs + 1] = m end
-    total = rules.dec_add(total, g.amountMicroDollars)
-  end
-  if rules.dec_cmp(total, ict.amountMicroDollars) > 0 then
-    msgs[#msgs + 1] = "grants total " .. total ..
-      " micro-dollars, more than inboundCustodianTransfer.amountMicroDollars " .. ict.amountMicroDollars
   end
   if #msgs > 0 then return fail(400, msgs) end
   local fund = self:_fund_of(p, b.originFundId)
   if not fund then return fail(404, "Fund " .. b.originFundId .. " not found") end
-  if ict.destinationPartnerAccountIdentifier ~= fund.partnerAccountIdentifier then
+  if self:_enforce("destination_account_matches_fund") and
+     ict.destinationPartnerAccountIdentifier ~= fund.partnerAccountIdentifier then
     return fail(400, { "inboundCustodianTransfer.destinationPartnerAccountIdentifier does not match " ..
       "the origin fund's partnerAccountIdentifier" })
   end
   return self:_idempotent(p, "grant_submission", b, nil, function()
+    local granted = fund.totalGrantedUsdc
+    for _, g in ipairs(b.grants) do granted = rules.dec_add(granted, g.amountMicroDollars) end
+    if over_int64(granted, "0") then return over_int64_reply("totalGrantedUsdc") end
     local now, seq = self:_timestamp()
     local sub = {
       id = self.uuid(), partnerId = p.id, originFundId = fund.id, status = "Accepted",
@@ -521,33 +569,37 @@ function H.grant_submission(self, ctx)
   end)
 end
 
-function H.missing_org(self, ctx)
+function H.report_missing_org(self, ctx)
   local p, e = self:_auth(ctx.h, "key")
   if not p then return e end
-  local b, errs = rules.validate("missing_org", ctx.body)
+  local b, errs = rules.validate("missing_org", ctx.body, self.rule_opts)
   if not b then return fail(400, errs) end
   local st = self.state
+  -- The schema is not public: the report is kept as sent. A report of an
+  -- EIN already reported is answered with the first one [guess].
+  local ein = rules.normalize_ein(b.ein)
+  local key = b.idempotencyKey
+  if key ~= nil and not rules.is_uuid(key) then return fail(400, { "idempotencyKey must be a UUID" }) end
   local function create()
     local now = self:_timestamp()
-    local r = { id = self.uuid(), partnerId = p.id, name = b.name, ein = b.ein, website = b.website,
-      status = "Pending", createdAtUtc = now }
+    local r = { id = self.uuid(), partnerId = p.id, status = "Pending", createdAtUtc = now }
     -- Fields the public docs do not list are kept as sent.
     for k, v in pairs(ctx.body) do
       if r[k] == nil and k ~= "idempotencyKey" then r[k] = v end
     end
     r.partnerId = p.id
     st.reports[r.id] = r
-    if b.ein then st.report_index[p.id .. ":" .. b.ein] = r.id end
+    if ein then st.report_index[p.id .. ":" .. ein] = r.id end
     local view = copy(r)
     view.partnerId = nil
     local res = reply(201, view)
     res.replay_status = 200
     return res
   end
-  if b.idempotencyKey then
+  if key then
     return self:_idempotent(p, "missing_org", b, nil, create)
   end
-  local rid = b.ein and st.report_index[p.id .. ":" .. b.ein]
+  local rid = ein and st.report_index[p.id .. ":" .. ein]
   if rid then
     local view = copy(st.reports[rid])
     view.partnerId = nil
@@ -558,10 +610,10 @@ function H.missing_org(self, ctx)
   return res
 end
 
-function H.async_grant(self, ctx)
+function H.create_async_grant(self, ctx)
   local p, e = self:_auth(ctx.h, "bearer")
   if not p then return e end
-  local b, errs = rules.validate("async_grant", ctx.body)
+  local b, errs = rules.validate("async_grant", ctx.body, self.rule_opts)
   if not b then return fail(400, errs) end
   local m = self:_check_destination(b.destinationOrgId, b.destinationSubprojectId, "body")
   if m then return fail(400, { m }) end
@@ -576,10 +628,11 @@ function H.async_grant(self, ctx)
     end
     local available = rules.dec_cmp(fund.usdcBalance, pending) > 0
       and rules.dec_sub(fund.usdcBalance, pending) or "0"
-    if rules.dec_cmp(b.requestedAmount, available) > 0 then
+    if self:_enforce("async_grant_within_balance") and rules.dec_cmp(b.requestedAmount, available) > 0 then
       return fail(400, "Insufficient fund balance: requested " .. b.requestedAmount ..
         " micro-dollars, available " .. available)
     end
+    if over_int64(fund.totalGrantedUsdc, b.requestedAmount) then return over_int64_reply("totalGrantedUsdc") end
     local now, seq = self:_timestamp()
     local g = {
       id = self.uuid(), fundId = fund.id, amount = b.requestedAmount, oauth = true,
@@ -630,7 +683,7 @@ function H.get_fund(self, ctx)
   return reply(200, fund_view(f))
 end
 
-function H.fund_grants(self, ctx)
+function H.list_fund_grants(self, ctx)
   local f, e = self:_path_fund(ctx)
   if not f then return e end
   local list = {}
@@ -643,12 +696,97 @@ function H.fund_grants(self, ctx)
   return reply(200, out)
 end
 
-function H.org_by_ein(self, ctx)
+function H.find_org_by_ein(self, ctx)
   local ein = rules.normalize_ein(ctx.params[1])
   if not ein then return fail(400, "ein must be 9 digits, with or without a hyphen") end
   local o = self.orgs_by_ein[ein]
-  if not o then return fail(404, "Organization with EIN " .. ctx.params[1] .. " not found") end
+  if not o then
+    for _, u in ipairs(SEED_UNONBOARDED) do
+      if u.ein == ein then
+        return reply(200, { id = null, ein = u.ein, name = u.name, website = u.website, nteeCode = u.nteeCode })
+      end
+    end
+    return fail(404, "Organization with EIN " .. ctx.params[1] .. " not found")
+  end
   return reply(200, self:_org_view(o.id))
+end
+
+function Emu._submission_view(_, sub)
+  local view = copy(sub)
+  view.seq, view.createdAtUtc, view.updatedAtUtc = nil, nil, nil
+  return view
+end
+
+-- The page [offset, offset + count) of a list.
+local function page(list, q, view)
+  local out = array()
+  local first = (q.offset or 0) + 1
+  for i = first, math.min(#list, first + (q.count or rules.schema.DEFAULT_PAGE_COUNT) - 1) do
+    out[#out + 1] = view(list[i])
+  end
+  return out
+end
+
+local function matches(term, ...)
+  if not term then return true end
+  term = term:lower()
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
+    if type(v) == "string" and v:lower():find(term, 1, true) then return true end
+  end
+  return false
+end
+
+function H.search_orgs(_, ctx)
+  local q, errs = rules.validate_query("search_orgs", ctx.query)
+  if not q then return fail(400, errs) end
+  local list = {}
+  for _, o in ipairs(SEED_ORGS) do
+    if matches(q.searchTerm, o.name, o.ein) then list[#list + 1] = o end
+  end
+  for _, o in ipairs(SEED_UNONBOARDED) do
+    if matches(q.searchTerm, o.name, o.ein) then list[#list + 1] = o end
+  end
+  table.sort(list, function(a, b) return a.name < b.name end)
+  return reply(200, page(list, q, function(o)
+    return { id = o.id or null, ein = o.ein, name = o.name, website = o.website, nteeCode = o.nteeCode }
+  end))
+end
+
+function H.search_subprojects(self, ctx)
+  local q, errs = rules.validate_query("search_subprojects", ctx.query)
+  if not q then return fail(400, errs) end
+  local list = {}
+  for _, s in ipairs(SEED_SUBPROJECTS) do
+    if matches(q.searchTerm, s.name) then list[#list + 1] = s end
+  end
+  table.sort(list, function(a, b) return a.name < b.name end)
+  return reply(200, page(list, q, function(s) return self:_subproject_view(s.id) end))
+end
+
+-- A fund's activity, newest first: settled pledges and grants.
+function H.fund_activity(self, ctx)
+  local f, e = self:_path_fund(ctx)
+  if not f then return e end
+  local q, errs = rules.validate_query("fund_activity", ctx.query)
+  if not q then return fail(400, errs) end
+  local list = {}
+  for _, pl in pairs(self.state.pledges) do
+    if pl.fundId == f.id then
+      list[#list + 1] = { seq = pl.seq, item = { type = pl.kind == "stock" and "StockDonationPledge" or
+        "CashDonationPledge", id = pl.id, amountMicroDollars = pl.amountMicroDollars,
+        partnerOperationId = pl.partnerOperationId, occurredAtUtc = pl.createdAtUtc } }
+    end
+  end
+  for _, g in pairs(self.state.grants) do
+    if g.fundId == f.id then
+      list[#list + 1] = { seq = g.seq, item = { type = "GrantTransfer", id = g.id, amountMicroDollars = g.amount,
+        asyncStatus = g.asyncStatus, destinationOrgId = g.destinationOrgId or null,
+        occurredAtUtc = g.createdAtUtc } }
+    end
+  end
+  table.sort(list, function(a, b) return a.seq > b.seq end)
+  return reply(200, page(list, q, function(x) return x.item end))
 end
 
 function H.whoami(self, ctx)
@@ -727,6 +865,32 @@ function H.ctl_reset(self)
   return reply(200, { reset = true })
 end
 
+-- Moves a grant submission through the documented status enum, so partners
+-- can test their status handling: { "status": "RedeemQueued" }, or no body
+-- for the next status in the enum's order.
+function H.ctl_submission_status(self, ctx)
+  local id = ctx.params[1]
+  local sub = rules.is_uuid(id) and self.state.submissions[id:lower()]
+  if not sub then return fail(404, "Grant submission " .. tostring(id) .. " not found") end
+  local enum = rules.schema.enums.grant_submission_status
+  local want = ctx.body and ctx.body.status
+  if want == nil then
+    for i, v in ipairs(enum) do
+      if v == sub.status then want = enum[i + 1] end
+    end
+    if not want then return fail(400, "Grant submission is " .. sub.status .. ": no next status") end
+  end
+  local known = false
+  for _, v in ipairs(enum) do if v == want then known = true end end
+  if not known then
+    return fail(400, "status must be one of the following values: " .. table.concat(enum, ", "))
+  end
+  sub.status = want
+  sub.updatedAtUtc = self:_timestamp()
+  self:_mutated()
+  return reply(200, self:_submission_view(sub))
+end
+
 function H.ctl_state(self)
   return { status = 200, body = self:encode_state() }
 end
@@ -735,21 +899,20 @@ end
 -- routing
 ---------------------------------------------------------------------------
 
-local U = "([^/]+)"
-local ROUTES = {
-  { "POST", "^/v1/auth/partner/users$", H.provision_user, json = true },
-  { "POST", "^/v1/funds/partner$", H.create_fund, json = true },
-  { "POST", "^/v1/donation%-pledges/partner/cash%-settled$", H.cash_settled, json = true },
-  { "POST", "^/v1/donation%-pledges/partner/stock%-settled$", H.stock_settled, json = true },
-  { "POST", "^/v1/transfers/partner/grant%-submissions$", H.grant_submission, json = true },
-  { "POST", "^/v1/missing%-org%-reports/tech%-platform$", H.missing_org, json = true },
-  { "POST", "^/v1/transfers/async%-grants$", H.async_grant, json = true },
-  { "POST", "^/v1/transfers/async%-grants/" .. U .. "/cancel$", H.cancel_async_grant },
-  { "GET", "^/v1/funds/" .. U .. "$", H.get_fund },
-  { "GET", "^/v1/transfers/grants/fund/" .. U .. "$", H.fund_grants },
-  { "GET", "^/v1/orgs/ein/" .. U .. "$", H.org_by_ein },
-  { "GET", "^/v1/auth/whoami$", H.whoami },
-}
+-- The API's routes come from the one contract: each operation of
+-- endaoment.partner.schema is served by the handler of the same name.
+local function compile_routes()
+  local routes = {}
+  for _, op in ipairs(rules.schema.OPERATION_ORDER) do
+    local spec = rules.schema.operations[op]
+    local handler = assert(H[op], "sandbox: no handler for operation " .. op)
+    local pattern = "^" .. spec.path:gsub("[%-%.%+%*%?%[%]%^%$%%]", "%%%0"):gsub("{%w+}", "([^/]+)") .. "$"
+    routes[#routes + 1] = { spec.method, pattern, handler, json = spec.body ~= nil, op = op }
+  end
+  return routes
+end
+local ROUTES = compile_routes()
+M.ROUTES = ROUTES
 local CONTROL_ROUTES = {
   { "POST", "^/__sandbox/faults$", H.ctl_add_faults, json = true },
   { "DELETE", "^/__sandbox/faults$", H.ctl_clear_faults },
@@ -757,6 +920,7 @@ local CONTROL_ROUTES = {
   { "DELETE", "^/__sandbox/requests$", H.ctl_clear_requests },
   { "POST", "^/__sandbox/reset$", H.ctl_reset },
   { "GET", "^/__sandbox/state$", H.ctl_state },
+  { "POST", "^/__sandbox/grant%-submissions/([^/]+)/status$", H.ctl_submission_status, json = true },
 }
 
 local function unescape(s)

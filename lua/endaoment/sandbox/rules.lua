@@ -4,6 +4,7 @@
 -- the way ValidationPipe writes them ("grants.0.amountMicroDollars").
 -- The schemas are data: docs/assumptions.md says which rules are guesses.
 local json = require "endaoment.sandbox.json"
+local schema = require "endaoment.partner.schema"
 
 local M = {}
 
@@ -87,15 +88,23 @@ function M.is_timestamp(s)
   return d <= max
 end
 
+-- The C core's e-mail check (csrc/core_validate.c ep_check_email), rule for
+-- rule, so the client and the sandbox accept exactly the same addresses.
 function M.is_email(s)
   if type(s) ~= "string" or #s > 254 then return false end
-  local localpart, domain = s:match("^([^@%s]+)@([^@%s]+)$")
-  if not localpart or localpart:find("[^\33-\126]") then return false end
-  if not domain:find("%.") or domain:find("%.%.") or domain:find("^[.-]") or
-     domain:find("[.-]$") or domain:find("[^%w%.%-]") then
-    return false
+  local at = s:find("@", 1, true)
+  if not at or s:find("@", at + 1, true) then return false end
+  local localpart, domain = s:sub(1, at - 1), s:sub(at + 1)
+  if #localpart == 0 or #localpart > 64 or localpart:find("[^\33-\126]") then return false end
+  if #domain == 0 then return false end
+  local dots = 0
+  for label in (domain .. "."):gmatch("([^.]*)%.") do
+    if #label == 0 or #label > 63 or label:find("^%-") or label:find("%-$") or label:find("[^%w%-]") then
+      return false
+    end
+    dots = dots + 1
   end
-  return true
+  return dots >= 2
 end
 
 -- EIN: 9 digits, optionally with a hyphen after the second ("53-0196605").
@@ -145,149 +154,56 @@ function M.dec_sub(a, b)
 end
 
 ---------------------------------------------------------------------------
--- Schemas
+-- Validation from endaoment.partner.schema (the one contract)
 ---------------------------------------------------------------------------
--- A schema is a list of fields: { name, kind, required = bool, ... }.
--- kinds: pid (partner identifier, trimmed), str, email, uuid, micro, enum,
--- bool, num, ts, obj (fields = schema), arr (item = field spec), ein,
--- country, ticker. nullable = true admits JSON null.
+-- opts.documented: enforce only documented and example rules (the sandbox's
+-- --rules documented); otherwise guesses are enforced too.
+-- opts.forbid_unknown: refuse fields the schema does not list, as
+-- class-validator's forbidNonWhitelisted; otherwise they are dropped
+-- (ValidationPipe's whitelist).
 
-local S = {}
-M.schemas = S
+M.schema = schema
 
-S.address = {
-  { "line1", "str", required = true, max = 255 },
-  { "line2", "str", max = 255 },
-  { "city", "str", required = true, max = 255 },
-  { "state", "str", max = 255 },
-  { "zip", "str", max = 255 },
-  { "country", "country", required = true },
-}
+local function enforced(p, opts)
+  if not p then return false end
+  return not (opts.documented and p == "guess")
+end
 
-S.provision_user = {
-  { "partnerUserIdentifier", "pid", required = true },
-  { "firstName", "str", required = true, max = 255 },
-  { "lastName", "str", required = true, max = 255 },
-  { "email", "email", required = true },
-  { "address", "obj", required = true, fields = S.address },
-}
+local function obj_like(v)
+  return type(v) == "table" and getmetatable(v) ~= json.array_mt and (next(v) == nil or #v == 0)
+end
 
-S.create_fund = {
-  { "name", "str", required = true, max = 255 },
-  { "partnerAccountIdentifier", "pid", required = true },
-  { "description", "str", allow_empty = true },
-  { "type", "enum", values = { "Private", "Transparent" } },
-  { "partnerUserIdentifier", "pid" },
-}
+local check_object
 
-S.cash_settled = {
-  { "receivingFundId", "uuid", required = true },
-  { "idempotencyKey", "uuid", required = true },
-  { "pledgedAmountMicroDollars", "micro", required = true },
-  { "partnerOperationId", "str", required = true, max = 36 },
-  { "partnerUserIdentifier", "pid" },
-}
-
-S.stock_lot = {
-  { "numberOfShares", "num", required = true, gt = 0 },
-  { "purchasePrice", "num", required = true, min = 0 },
-  { "purchaseDate", "ts", required = true },
-  { "employeeStockPlan", "str", max = 255 },
-  { "lotId", "str", max = 255 },
-}
-
-S.stock_data = {
-  { "ticker", "ticker", required = true },
-  { "shares", "num", required = true, gt = 0 },
-  { "lots", "arr", item = { "", "obj", fields = S.stock_lot } },
-}
-
-S.stock_settled = {
-  { "receivingFundId", "uuid", required = true },
-  { "idempotencyKey", "uuid", required = true },
-  { "donationValueMicroDollars", "micro", required = true },
-  { "partnerOperationId", "str", required = true, max = 36 },
-  { "partnerUserIdentifier", "pid" },
-  { "stockPledgeData", "obj", required = true, fields = S.stock_data },
-}
-
-S.inbound = {
-  { "amountMicroDollars", "micro", required = true },
-  { "partnerFundingTransferId", "str", required = true, max = 255 },
-  { "sourcePartnerAccountIdentifier", "pid", required = true },
-  { "destinationPartnerAccountIdentifier", "pid", required = true },
-  { "settledAtUtc", "ts", required = true },
-}
-
-S.settled_grant = {
-  { "amountMicroDollars", "micro", required = true },
-  { "destinationOrgId", "uuid", nullable = true },
-  { "destinationSubprojectId", "uuid", nullable = true },
-  { "specialInstructions", "str", nullable = true, allow_empty = true },
-  { "hideMyInfoFromOrg", "bool" },
-}
-
-S.grant_submission = {
-  { "idempotencyKey", "uuid", required = true },
-  { "originFundId", "uuid", required = true },
-  { "inboundCustodianTransfer", "obj", required = true, fields = S.inbound },
-  { "grants", "arr", required = true, min_items = 1, max_items = 50,
-    item = { "", "obj", fields = S.settled_grant } },
-}
-
-S.missing_org = {
-  { "name", "str", required = true, max = 255 },
-  { "ein", "ein" },
-  { "website", "str", max = 255 },
-  { "idempotencyKey", "uuid" },
-}
-
-S.async_grant = {
-  { "idempotencyKey", "uuid", required = true },
-  { "originFundId", "uuid", required = true },
-  { "destinationOrgId", "uuid", required = true },
-  { "destinationSubprojectId", "uuid" },
-  { "requestedAmount", "micro", required = true },
-  { "purpose", "str", required = true, max = 511 },
-  { "recommender", "str", max = 255 },
-  { "specialInstructions", "str", allow_empty = true },
-  { "shareMyEmail", "bool" },
-  { "recommendationIds", "arr", item = { "", "uuid" } },
-}
-
----------------------------------------------------------------------------
--- Walker: collects every violation (class-validator reports them all)
----------------------------------------------------------------------------
-
-local check_fields
-
-local function check_value(spec, v, path, errs)
-  local kind = spec[2]
-  if v == null and spec.nullable then return v end
-  if kind == "str" then
+-- Checks one value; returns the cleaned value (nil when refused).
+local function check_value(f, v, path, errs, opts)
+  local kind = f[2]
+  if v == null and f.nullable then return v end
+  local fmt = enforced(f.format, opts)
+  if kind == "string" then
     if type(v) ~= "string" then errs[#errs + 1] = path .. " must be a string"; return end
     local n = M.utf8_len(v)
     if not n then errs[#errs + 1] = path .. " must be valid UTF-8"; return end
-    if n == 0 and not spec.allow_empty then
-      errs[#errs + 1] = path .. " should not be empty"; return
-    end
-    if spec.max and n > spec.max then
-      errs[#errs + 1] = string.format("%s must be shorter than or equal to %d characters", path, spec.max)
+    if n == 0 and enforced(f.nonempty, opts) then errs[#errs + 1] = path .. " should not be empty"; return end
+    if f.max and n > f.max[1] and enforced(f.max[2], opts) then
+      errs[#errs + 1] = string.format("%s must be shorter than or equal to %d characters", path, f.max[1])
       return
     end
     return v
-  elseif kind == "pid" then
+  elseif kind == "partner_id" then
     if type(v) ~= "string" then errs[#errs + 1] = path .. " must be a string"; return end
     local t = trim(v)
-    if not M.is_partner_identifier(t) then
+    if fmt and not M.is_partner_identifier(t) then
       errs[#errs + 1] = path .. " must match /^[\\x20-\\x7E]{16,64}$/ regular expression"
       return
     end
-    return t
+    return M.is_partner_identifier(t) and t or v
   elseif kind == "email" then
-    if not M.is_email(v) then errs[#errs + 1] = path .. " must be an email"; return end
+    if type(v) ~= "string" then errs[#errs + 1] = path .. " must be a string"; return end
+    if fmt and not M.is_email(v) then errs[#errs + 1] = path .. " must be an email"; return end
     return v
-  elseif kind == "uuid" then
+  elseif kind == "uuid" or kind == "idempotency_key" then
+    if type(v) ~= "string" then errs[#errs + 1] = path .. " must be a string"; return end
     if not M.is_uuid(v) then errs[#errs + 1] = path .. " must be a UUID"; return end
     return v:lower()
   elseif kind == "micro" then
@@ -297,96 +213,186 @@ local function check_value(spec, v, path, errs)
     end
     return v
   elseif kind == "enum" then
-    for _, allowed in ipairs(spec.values) do
+    for _, allowed in ipairs(f.choices) do
       if v == allowed then return v end
     end
-    errs[#errs + 1] = path .. " must be one of the following values: " .. table.concat(spec.values, ", ")
+    errs[#errs + 1] = path .. " must be one of the following values: " .. table.concat(f.choices, ", ")
     return
   elseif kind == "bool" then
     if type(v) ~= "boolean" then errs[#errs + 1] = path .. " must be a boolean value"; return end
     return v
-  elseif kind == "num" then
+  elseif kind == "number" then
     if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then
       errs[#errs + 1] = path .. " must be a number conforming to the specified constraints"
       return
     end
-    if spec.gt and v <= spec.gt then
-      errs[#errs + 1] = string.format("%s must be greater than %s", path, spec.gt); return
+    if f.positive and v <= 0 and enforced(f.positive, opts) then
+      errs[#errs + 1] = path .. " must be greater than 0"; return
     end
-    if spec.min and v < spec.min then
-      errs[#errs + 1] = string.format("%s must not be less than %s", path, spec.min); return
+    if f.nonnegative and v < 0 and enforced(f.nonnegative, opts) then
+      errs[#errs + 1] = path .. " must not be less than 0"; return
     end
     return v
-  elseif kind == "ts" then
-    if not M.is_timestamp(v) then
+  elseif kind == "timestamp" then
+    if type(v) ~= "string" then errs[#errs + 1] = path .. " must be a string"; return end
+    if fmt and not M.is_timestamp(v) then
       errs[#errs + 1] = path .. " must be a valid ISO 8601 UTC date string"; return
     end
     return v
   elseif kind == "ein" then
+    if type(v) ~= "string" then errs[#errs + 1] = path .. " must be a string"; return end
     local e = M.normalize_ein(v)
-    if not e then errs[#errs + 1] = path .. " must be a 9-digit EIN"; return end
-    return e
+    if fmt and not e then errs[#errs + 1] = path .. " must be a 9-digit EIN"; return end
+    return e or v
   elseif kind == "country" then
-    if type(v) ~= "string" or not v:match("^%u%u%u$") then
+    if type(v) ~= "string" then errs[#errs + 1] = path .. " must be a string"; return end
+    if fmt and not v:match("^%u%u%u$") then
       errs[#errs + 1] = path .. " must be an ISO 3166-1 alpha-3 country code"; return
     end
     return v
   elseif kind == "ticker" then
-    if type(v) ~= "string" or #v < 1 or #v > 10 or v:find("[^%u%d%.%-]") then
+    if type(v) ~= "string" then errs[#errs + 1] = path .. " must be a string"; return end
+    if fmt and (#v < 1 or #v > 10 or v:find("[^%u%d%.%-]")) then
       errs[#errs + 1] = path .. " must be a ticker symbol"; return
     end
     return v
-  elseif kind == "obj" then
-    if type(v) ~= "table" or (next(v) ~= nil and #v > 0) then
-      errs[#errs + 1] = path .. " must be an object"; return
-    end
-    return check_fields(spec.fields, v, path .. ".", errs)
-  elseif kind == "arr" then
+  elseif kind == "object" then
+    if not obj_like(v) then errs[#errs + 1] = path .. " must be an object"; return end
+    return check_object(f.object, v, path .. ".", errs, opts)
+  elseif kind == "array" then
     if type(v) ~= "table" or (next(v) ~= nil and #v == 0) then
       errs[#errs + 1] = path .. " must be an array"; return
     end
     local n = #v
-    if spec.min_items and n < spec.min_items then
-      errs[#errs + 1] = string.format("%s must contain at least %d elements", path, spec.min_items)
-      return
-    end
-    if spec.max_items and n > spec.max_items then
-      errs[#errs + 1] = string.format("%s must contain no more than %d elements", path, spec.max_items)
-      return
+    if f.items and enforced(f.items[3], opts) then
+      if n < f.items[1] then
+        errs[#errs + 1] = string.format("%s must contain at least %d elements", path, f.items[1])
+        return
+      end
+      if n > f.items[2] then
+        errs[#errs + 1] = string.format("%s must contain no more than %d elements", path, f.items[2])
+        return
+      end
     end
     local out = json.array()
     for i = 1, n do
-      out[i] = check_value(spec.item, v[i], path .. "." .. (i - 1), errs)
+      out[i] = check_value(f.item, v[i], path .. "." .. (i - 1), errs, opts)
     end
     return out
   end
-  error("sandbox: unknown rule kind " .. tostring(kind))
+  error("sandbox: unknown schema type " .. tostring(kind))
 end
 
--- Returns the cleaned object (trimmed identifiers, unknown keys dropped as
--- ValidationPipe's whitelist does).
-check_fields = function(fields, body, prefix, errs)
+-- The cleaned object: trimmed identifiers, unknown keys dropped (or refused).
+check_object = function(name, body, prefix, errs, opts)
+  local obj = assert(schema.objects[name], "no schema object " .. tostring(name))
   local out = {}
-  for _, spec in ipairs(fields) do
-    local name = spec[1]
-    local v = body[name]
-    if v == nil or (v == null and not spec.nullable) then
-      if spec.required then
-        errs[#errs + 1] = prefix .. name .. " should not be empty"
+  local known = {}
+  for _, f in ipairs(obj) do
+    local fname = f[1]
+    known[fname] = true
+    local v = body[fname]
+    if v == nil or (v == null and not f.nullable) then
+      if v == nil and f.required and enforced(f.required, opts) then
+        errs[#errs + 1] = prefix .. fname .. " should not be empty"
       elseif v == null then
-        errs[#errs + 1] = prefix .. name .. " must not be null"
+        errs[#errs + 1] = prefix .. fname .. " must not be null"
       end
     else
-      out[name] = check_value(spec, v, prefix .. name, errs)
+      out[fname] = check_value(f, v, prefix .. fname, errs, opts)
+    end
+  end
+  local where = prefix:gsub("%.$", "")
+  if obj.one_of and enforced(obj.one_of.provenance, opts) then
+    local a, b = body[obj.one_of.fields[1]], body[obj.one_of.fields[2]]
+    if (a == nil or a == null) and (b == nil or b == null) then
+      errs[#errs + 1] = (where ~= "" and where .. " " or "") .. obj.one_of.message
+    end
+  end
+  for _, r in ipairs(obj.when or {}) do
+    if body[r.field] == r.equals and enforced(r.provenance, opts) then
+      for _, need in ipairs(r.require) do
+        if body[need] == nil then
+          errs[#errs + 1] = prefix .. need .. " should not be empty when " .. r.field .. " is " .. r.equals
+        end
+      end
+    end
+  end
+  if obj.sum and enforced(obj.sum.provenance, opts) then
+    local items = body[obj.sum.items]
+    local at = body
+    for part in obj.sum.at_most:gmatch("[^.]+") do at = type(at) == "table" and at[part] or nil end
+    if type(items) == "table" and M.is_micro(at) then
+      local total, ok = "0", true
+      for _, it in ipairs(items) do
+        local amt = type(it) == "table" and it[obj.sum.item_field]
+        if M.is_micro(amt) then total = M.dec_add(total, amt) else ok = false end
+      end
+      if ok and M.dec_cmp(total, at) > 0 then
+        errs[#errs + 1] = prefix .. obj.sum.items .. " " .. obj.sum.message
+      end
+    end
+  end
+  for k in pairs(body) do
+    if not known[k] and opts.forbid_unknown then
+      errs[#errs + 1] = "property " .. prefix .. tostring(k) .. " should not exist"
     end
   end
   return out
 end
 
--- validate(schema_name, body) -> cleaned | nil, { messages }
-function M.validate(schema_name, body)
+-- validate_query(op, query) -> { name = value } | nil, { messages }: the
+-- query string of a read, against the operation's schema (counts and
+-- offsets become numbers).
+function M.validate_query(op, query)
+  local spec = schema.operations[op].query or {}
+  local errs, out = {}, {}
+  for k in pairs(query) do
+    if not spec[k] then errs[#errs + 1] = "property " .. tostring(k) .. " should not exist" end
+  end
+  local names = {}
+  for name in pairs(spec) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local r, v = spec[name], query[name]
+    if v == nil or v == "" then
+      if r.required then errs[#errs + 1] = name .. " should not be empty" end
+    elseif r[1] == "string" then
+      out[name] = v
+    else
+      local n = v:match("^%d+$") and tonumber(v)
+      local lo = r[1] == "count" and 1 or 0
+      if not n or n < lo or (r.max and n > r.max) then
+        errs[#errs + 1] = string.format("%s must be a whole number from %d%s", name, lo,
+          r.max and (" to " .. r.max) or " up")
+      else
+        out[name] = n
+      end
+    end
+  end
+  if #errs > 0 then return nil, errs end
+  return out
+end
+
+-- Old names of the sandbox's handlers -> schema objects.
+local ALIASES = { cash_settled = "cash_pledge", stock_settled = "stock_pledge", missing_org = "missing_org_report" }
+
+-- validate(object_or_operation, body, opts) -> cleaned | nil, { messages }
+function M.validate(name, body, opts)
+  opts = opts or {}
+  local op = schema.operations[name]
+  name = op and op.body or ALIASES[name] or name
+  local obj = assert(schema.objects[name], "no schema object " .. tostring(name))
   local errs = {}
-  local cleaned = check_fields(S[schema_name], body, "", errs)
+  if not obj_like(body) then return nil, { "body must be an object" } end
+  if obj.any then
+    local size = #json.encode(body)
+    if size > obj.max_bytes[1] and enforced(obj.max_bytes[2], opts) then
+      return nil, { string.format("body must be at most %d bytes of JSON (got %d)", obj.max_bytes[1], size) }
+    end
+    return body
+  end
+  local cleaned = check_object(name, body, "", errs, opts)
   if #errs > 0 then return nil, errs end
   return cleaned
 end
