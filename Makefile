@@ -36,7 +36,16 @@ CURL_SO = $(BUILD)/endaoment/partner/curl.so
 
 BUSTED ?= /usr/bin/busted
 
-.PHONY: all build deps check test lint demo clean memcheck bench sandbox
+# The release: csrc/core.h's EP_VERSION (core.version) is the one source of the version.
+VERSION      := $(shell sed -n 's/^\#define EP_VERSION "\(.*\)"$$/\1/p' csrc/core.h)
+ROCKSPEC_SCM  = rockspecs/endaoment-partner-scm-1.rockspec
+ROCKSPEC_REL  = rockspecs/endaoment-partner-$(VERSION)-1.rockspec
+
+# The package paths of this checkout, for Lua started anywhere (make env).
+LUA_PATH_HERE  = $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;
+LUA_CPATH_HERE = $(CURDIR)/$(BUILD)/?.so;;
+
+.PHONY: all build deps check test lint demo clean memcheck bench sandbox env rockspec rock release-check schema
 
 all: build
 
@@ -58,14 +67,42 @@ deps:
 	@sh scripts/deps.sh base
 
 lint: deps
-	luacheck --quiet $(wildcard lua bin spec examples bench)
+	luacheck --quiet $(wildcard lua bin spec examples bench types)
 
 # Every suite, then one line "N passed, N failed" summed over them.
 check: deps
 	@$(MAKE) --no-print-directory build
 	@LUA=$(LUA) BUILD=$(BUILD) BUSTED=$(BUSTED) sh scripts/check.sh
 
-test: check
+# Fast: build, then the Lua 5.4 suites only (no apt-get, no valgrind, no other interpreters).
+# The OpenResty specs load the LuaJIT build: it is built too when LuaJIT's headers are there.
+test:
+	@$(MAKE) --no-print-directory build
+	@if [ -f /usr/include/luajit-2.1/lua.h ]; then \
+	  $(MAKE) --no-print-directory build LUA=luajit BUILD=build/luajit; fi
+	LUA_PATH="./lua/?.lua;./lua/?/init.lua;./?.lua;;" LUA_CPATH="./$(BUILD)/?.so;;" \
+	  $(LUA) $(BUSTED) --ignore-lua spec
+
+# `eval "$$(make -s env)"`: LUA_PATH and LUA_CPATH for this checkout, as absolute
+# paths, so Lua finds the SDK from any directory (build it first: make).
+env:
+	@[ -f "$(BUILD)/endaoment/partner/core.so" ] || echo "make env: $(BUILD) is not built yet: run make" >&2
+	@echo "export LUA_PATH='$(LUA_PATH_HERE)'"
+	@echo "export LUA_CPATH='$(LUA_CPATH_HERE)'"
+
+# The release rockspec, made from the scm-1 one (same modules; version and git tag changed).
+rockspec:
+	$(LUA) scripts/rockspec.lua $(VERSION) > $(ROCKSPEC_REL).tmp
+	mv $(ROCKSPEC_REL).tmp $(ROCKSPEC_REL)
+
+# A source rock of this tree, packed offline from a clean copy: build/rocks/*.src.rock.
+rock:
+	@LUA=$(LUA) sh scripts/release-check.sh pack build/rocks
+
+# Lint both rockspecs, pack the source rock, install it for Lua 5.1, 5.3, 5.4 and LuaJIT
+# in scratch trees and load it from outside the checkout (also part of make check).
+release-check: deps
+	@LUA=$(LUA) sh scripts/release-check.sh
 
 sandbox: deps
 	$(LUA) bin/endaoment-sandbox --port 8787
@@ -84,7 +121,7 @@ memcheck: deps
 	@$(MAKE) --no-print-directory build
 	LUA_PATH="./lua/?.lua;./lua/?/init.lua;./?.lua;;" LUA_CPATH="./$(BUILD)/?.so;;" \
 	valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 \
-	  $(LUA) $(BUSTED) $(MEMCHECK_SPECS)
+	  $(LUA) $(BUSTED) --ignore-lua $(MEMCHECK_SPECS)
 
 # A benchmark, not a test: prints each figure as a ratio against a reference
 # measured in the same run (bench/README.md).
@@ -93,5 +130,11 @@ bench: deps
 	@$(MAKE) --no-print-directory build
 	@LUA=$(LUA) BUILD=$(BUILD) sh bench/run.sh
 
+# Regenerates csrc/core_schema.h and the schema blocks of docs/ from
+# lua/endaoment/partner/schema.lua (make check fails when they are stale).
+schema:
+	lua5.4 scripts/gen_schema.lua
+
 clean:
 	rm -rf build
+

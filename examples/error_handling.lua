@@ -1,5 +1,10 @@
 -- What each err.kind means and what to do about it.
--- Run against the sandbox: lua5.4 examples/error_handling.lua http://127.0.0.1:8787
+--
+-- Run it from anywhere, with the SDK on the package paths (in a checkout: make, then
+-- eval "$(make -s env)"; or installed with LuaRocks), against a sandbox started first
+-- (bin/endaoment-sandbox --port 8787):
+--
+--   lua5.4 examples/error_handling.lua http://127.0.0.1:8787
 local partner = require "endaoment.partner"
 local client = partner.new { api_key = "sandbox-key", base_url = arg[1] or "http://127.0.0.1:8787" }
 

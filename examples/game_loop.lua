@@ -1,7 +1,11 @@
 -- A game's frame loop that submits 100 grants without ever blocking a frame.
 --
---   lua5.4 examples/game_loop.lua                        (starts its own sandbox)
---   lua5.4 examples/game_loop.lua http://127.0.0.1:8787  (a sandbox you started)
+-- Run it from anywhere, with the SDK on the package paths (in a checkout: make, then
+-- eval "$(make -s env)"; or installed with LuaRocks); it needs luasocket (lua-socket):
+--
+--   lua5.4 examples/game_loop.lua                          (starts its own sandbox)
+--   lua5.4 examples/game_loop.lua http://127.0.0.1:8787    (a sandbox you started first:
+--                                                           bin/endaoment-sandbox --port 8787)
 --
 -- The loop runs at 60 fps: each frame calls client:poll(0) once (which never
 -- blocks: it moves bytes, starts due retries and runs finished callbacks),
@@ -9,15 +13,7 @@
 -- The grants go out 10 per frame over the first 10 frames. It prints the
 -- worst frame time (submits + poll + render, and the SDK's part of it) and the
 -- total time; exit code 0 when all 100 grants were accepted and no frame took
--- 16 ms or more.
-local root = (arg and arg[0] or ""):match("^(.*)/examples/[^/]*$") or "."
-do
-  if io.open(root .. "/lua/endaoment/partner.lua") then
-    package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-    local build = type(jit) == "table" and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
-    package.cpath = root .. "/build/" .. build .. "/?.so;" .. package.cpath
-  end
-end
+-- 16 ms or more, 1 otherwise, 2 when it could not start (the message says why).
 
 local partner = require "endaoment.partner"
 local socket = require "socket"
@@ -31,14 +27,62 @@ local RED_CROSS = "5b6e6b8e-3f0a-4c47-9a51-000000000001"
 
 local function now_ms() return socket.gettime() * 1000 end
 
--- The sandbox: the URL given, or one started here on a free port.
+local function fail(msg, code)
+  io.stderr:write("game_loop: ", msg, "\n")
+  os.exit(code or 2)
+end
+
+local function q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- Where a module's file is on package.path (package.searchpath is 5.2+).
+local function find_module(name)
+  local fname = name:gsub("%.", "/")
+  for template in package.path:gmatch("[^;]+") do
+    local file = template:gsub("%?", fname)
+    local f = io.open(file)
+    if f then f:close(); return file end
+  end
+end
+
+-- The endaoment-sandbox of the SDK this script loads: a checkout's bin/, run with
+-- the interpreter running this script (the lowest index of arg); otherwise the
+-- one LuaRocks installed on PATH.
+local function sandbox_command()
+  local file = find_module("endaoment.partner")
+  local root = file and file:match("^(.*)/lua/endaoment/partner%.lua$")
+  local script = root and (root .. "/bin/endaoment-sandbox")
+  local f = script and io.open(script)
+  if f then
+    f:close()
+    local i, interp = -1, "lua5.4"
+    while arg and arg[i] ~= nil do interp = arg[i]; i = i - 1 end
+    return q(interp) .. " " .. q(script)
+  end
+  return "endaoment-sandbox"
+end
+
+-- The sandbox: the URL given, or one started here on a free port. If it cannot
+-- start, say why (its own stderr) and stop: never a silent exit.
 local base_url, sandbox_pid, sandbox_pipe = arg[1], nil, nil
 if not base_url then
-  local cmd = "echo $$; exec lua5.4 " .. root .. "/bin/endaoment-sandbox --port 0 2>/dev/null"
-  sandbox_pipe = assert(io.popen(cmd, "r"))
+  local errfile = os.tmpname()
+  local cmd = sandbox_command()
+  sandbox_pipe = assert(io.popen("echo $$; exec " .. cmd .. " --port 0 2>" .. q(errfile), "r"))
   sandbox_pid = sandbox_pipe:read("*l")
   base_url = sandbox_pipe:read("*l")
-  if not base_url then io.stderr:write("game_loop: the sandbox did not start\n"); os.exit(2) end
+  local ef = io.open(errfile)
+  local why = ef and ef:read("*a") or ""
+  if ef then ef:close() end
+  os.remove(errfile)
+  if not base_url then
+    sandbox_pipe:close()
+    fail("the sandbox did not start (" .. cmd .. " --port 0)" ..
+      (why:find("%S") and (":\n  " .. why:gsub("%s+$", ""):gsub("\n", "\n  ")) or "") ..
+      "\nstart one yourself (bin/endaoment-sandbox --port 8787) and pass its URL: " ..
+      "lua5.4 examples/game_loop.lua http://127.0.0.1:8787")
+  end
 end
 local function stop_sandbox()
   if sandbox_pid then
@@ -54,7 +98,8 @@ local client = partner.new { api_key = "sandbox-key", base_url = base_url }
 local stamp = string.format("%d%04d", os.time(), math.random(0, 9999))
 local user = assert(client:provision_user {
   partnerUserIdentifier = "game-player-" .. stamp, firstName = "Ada", lastName = "Lovelace",
-  email = "ada@example.com", address = { line1 = "1 Main St", city = "New York", country = "USA" },
+  email = "ada@example.com", address = { line1 = "1 Main St", city = "New York",
+      state = "NY", zip = "10001", country = "USA" },
 })
 local acct = "game-account-" .. stamp
 local fund = assert(client:create_fund({ name = "Charity Event DAF", partnerAccountIdentifier = acct },
@@ -117,4 +162,12 @@ stop_sandbox()
 print(string.format("%d grants submitted: %d accepted, %d failed", GRANTS, accepted, failed))
 print(string.format("%d frames, worst frame: %.2f ms (budget %d ms; submits + poll(0): %.2f ms), total: %.0f ms",
   frames, worst, BUDGET_MS, worst_sdk, total))
-os.exit((accepted == GRANTS and worst < BUDGET_MS) and 0 or 1)
+if accepted ~= GRANTS then
+  io.stderr:write("game_loop: ", GRANTS - accepted, " grants were not accepted (see the messages above)\n")
+  os.exit(1)
+end
+if worst >= BUDGET_MS then
+  io.stderr:write(string.format("game_loop: over the frame budget: the worst frame took %.2f ms\n", worst))
+  os.exit(1)
+end
+os.exit(0)

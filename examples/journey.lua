@@ -1,12 +1,18 @@
--- The five partner steps by hand. Run: lua5.4 examples/journey.lua http://127.0.0.1:8787
--- (start the sandbox first: bin/endaoment-sandbox --port 8787)
+-- The five partner steps by hand.
+--
+-- Run it from anywhere, with the SDK on the package paths (in a checkout: make, then
+-- eval "$(make -s env)"; or installed with LuaRocks), against a sandbox started first
+-- (bin/endaoment-sandbox --port 8787):
+--
+--   lua5.4 examples/journey.lua http://127.0.0.1:8787
 local partner = require "endaoment.partner"
 local client = partner.new { api_key = "sandbox-key", base_url = arg[1] or "http://127.0.0.1:8787" }
 
 -- 1. Provision the user (idempotent on partnerUserIdentifier: 201, then 200).
 local user = assert(client:provision_user {
   partnerUserIdentifier = "example-user-0000001", firstName = "Ada", lastName = "Lovelace",
-  email = "ada@example.com", address = { line1 = "1 Main St", city = "New York", country = "USA" },
+  email = "ada@example.com", address = { line1 = "1 Main St", city = "New York",
+      state = "NY", zip = "10001", country = "USA" },
 })
 -- 2. Create the fund, acting as that user (idempotent on partnerAccountIdentifier).
 local fund = assert(client:create_fund(

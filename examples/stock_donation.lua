@@ -1,11 +1,17 @@
 -- Record a settled stock donation with its tax lots.
--- Run against the sandbox: lua5.4 examples/stock_donation.lua http://127.0.0.1:8787
+--
+-- Run it from anywhere, with the SDK on the package paths (in a checkout: make, then
+-- eval "$(make -s env)"; or installed with LuaRocks), against a sandbox started first
+-- (bin/endaoment-sandbox --port 8787):
+--
+--   lua5.4 examples/stock_donation.lua http://127.0.0.1:8787
 local partner = require "endaoment.partner"
 local client = partner.new { api_key = "sandbox-key", base_url = arg[1] or "http://127.0.0.1:8787" }
 
 local user = assert(client:provision_user {
   partnerUserIdentifier = "stock-donor-00000001", firstName = "Grace", lastName = "Hopper",
-  email = "grace@example.com", address = { line1 = "2 Navy Way", city = "Arlington", country = "USA" },
+  email = "grace@example.com", address = { line1 = "2 Navy Way", city = "Arlington",
+      state = "VA", zip = "22202", country = "USA" },
 })
 local fund = assert(client:create_fund(
   { name = "Hopper DAF", partnerAccountIdentifier = "stock-account-000001" }, { user_id = user.id }))

@@ -18,6 +18,7 @@ dependencies = {
   "lua >= 5.1, < 5.5",
   "lua-cjson >= 2.1",
   "luasocket >= 3.0",
+  "argparse >= 0.7",
 }
 test_dependencies = {
   "busted >= 2.0",
@@ -56,6 +57,8 @@ build = {
     ["endaoment.partner.retry"] = "lua/endaoment/partner/retry.lua",
     ["endaoment.partner.async"] = "lua/endaoment/partner/async.lua",
     ["endaoment.partner.journey"] = "lua/endaoment/partner/journey.lua",
+    ["endaoment.partner.json"] = "lua/endaoment/partner/json.lua",
+    ["endaoment.partner.schema"] = "lua/endaoment/partner/schema.lua",
     ["endaoment.partner.store"] = "lua/endaoment/partner/store.lua",
     ["endaoment.partner.store.file"] = "lua/endaoment/partner/store/file.lua",
     ["endaoment.partner.store.sqlite"] = "lua/endaoment/partner/store/sqlite.lua",
@@ -66,6 +69,8 @@ build = {
     ["endaoment.sandbox"] = "lua/endaoment/sandbox.lua",
     ["endaoment.sandbox.json"] = "lua/endaoment/sandbox/json.lua",
     ["endaoment.sandbox.rules"] = "lua/endaoment/sandbox/rules.lua",
+    ["endaoment.sandbox.faults"] = "lua/endaoment/sandbox/faults.lua",
+    ["endaoment.sandbox.server"] = "lua/endaoment/sandbox/server.lua",
   },
   install = {
     bin = {
@@ -73,5 +78,5 @@ build = {
       ["endaoment-journey"] = "bin/endaoment-journey",
     },
   },
-  copy_directories = { "docs", "examples" },
+  copy_directories = { "docs", "examples", "types" },
 }

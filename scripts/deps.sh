@@ -5,10 +5,10 @@
 # Usage: scripts/deps.sh [base|luajit|nginx|bench|all]...
 set -eu
 
-want_base="lua5.4 liblua5.4-dev lua5.1 lua-cjson lua-socket lua-busted lua-check
+want_base="lua5.4 liblua5.4-dev lua5.1 lua5.3 lua-cjson lua-socket lua-argparse lua-busted lua-check
   libcurl4-openssl-dev uuid-dev pkg-config gcc make curl ca-certificates
   nginx-core libnginx-mod-http-lua openssl luajit2 libluajit2-5.1-dev liblua5.1-0-dev liblua5.3-dev valgrind
-  luarocks postgresql lua-sql-sqlite3 lua-sql-postgres sqlite3"
+  luarocks postgresql lua-sql-sqlite3 lua-sql-postgres sqlite3 lua-argparse"
 want_luajit="luajit2 libluajit2-5.1-dev"
 want_nginx="nginx-core libnginx-mod-http-lua openssl"
 want_bench="wrk valgrind nginx-core libnginx-mod-http-lua"

@@ -1,6 +1,7 @@
 -- Request handlers for examples/openresty/nginx.conf.
 local partner = require "endaoment.partner"
 local journey = require "endaoment.partner.journey"
+local core = require "endaoment.partner.core"
 local cjson = require "cjson.safe"
 
 local M = {}
@@ -19,9 +20,15 @@ function M.init()
   }
 end
 
+-- JSON answers through the SDK's encoder: a list stays a list even when empty
+-- (partner.array_mt), which the lua-cjson of Debian's nginx cannot say.
+local function encode(doc)
+  return core.encode(doc) or cjson.encode(doc)
+end
+
 local function reply(status, doc)
   ngx.status = status
-  ngx.say(cjson.encode(doc))
+  ngx.say(encode(doc))
   return ngx.exit(status)
 end
 
@@ -32,12 +39,20 @@ local function read_plan()
   return plan
 end
 
-local function summary(result, err)
-  local steps = {}
-  for i, s in ipairs(result and result.steps or {}) do
+local function summary(result, err, partial)
+  local steps = setmetatable({}, partner.array_mt)
+  for i, s in ipairs((result or partial or {}).steps or {}) do
     steps[i] = { step = s.id, outcome = s.outcome, id = s.result_id }
   end
-  return { ok = result ~= nil, error = err and tostring(err), field = err and err.field, steps = steps }
+  return { ok = result ~= nil, error = err and tostring(err), field = err and err.field,
+    advice = err and journey.advice(err), steps = steps }
+end
+
+-- A plan that breaks a rule is the caller's to fix (400: nothing was sent); any
+-- other failure is upstream's (502: run the same request again, it is safe).
+local function status_of(err)
+  if not err then return 200 end
+  return err.kind == "invalid" and 400 or 502
 end
 
 -- POST /journey: runs the plan inside this request. No state file (its fsync
@@ -48,8 +63,8 @@ end
 function M.journey()
   local plan, perr = read_plan()
   if not plan then return reply(400, { ok = false, error = perr }) end
-  local result, err = journey.run(client, plan)
-  return reply(result and 200 or 502, summary(result, err))
+  local result, err, partial = journey.run(client, plan)
+  return reply(status_of(err), summary(result, err, partial))
 end
 
 -- POST /journey/background: answers at once; a timer runs the journey. Timers
@@ -58,13 +73,13 @@ function M.journey_in_timer()
   local plan, perr = read_plan()
   if not plan then return reply(400, { ok = false, error = perr }) end
   local job = partner.uuid4()
-  ngx.shared.journeys:set(job, cjson.encode({ state = "running" }), 3600)
+  ngx.shared.journeys:set(job, encode({ state = "running" }), 3600)
   local ok, terr = ngx.timer.at(0, function(premature)
     if premature then return end
-    local result, err = journey.run(client, plan)
-    local doc = summary(result, err)
+    local result, err, partial = journey.run(client, plan)
+    local doc = summary(result, err, partial)
     doc.state = "done"
-    ngx.shared.journeys:set(job, cjson.encode(doc), 3600)
+    ngx.shared.journeys:set(job, encode(doc), 3600)
   end)
   if not ok then return reply(503, { ok = false, error = "cannot start a timer: " .. tostring(terr) }) end
   return reply(202, { job = job })

@@ -1,0 +1,87 @@
+---@meta endaoment.partner.curl
+-- Type definitions for lua-language-server (LuaCATS): csrc/curl*.c, the libcurl
+-- transport (easy handle) and its multi interface (the async client).
+-- Definitions only; nothing here runs.
+
+---@class endaoment.partner.curl
+---@field version string libcurl's version
+local curl = {}
+
+---@class endaoment.partner.curl.Options
+---@field ca_file? string PEM file of trusted CAs (default: the system bundle)
+---@field max_response_bytes? integer larger answers fail (kind "too_large")
+---@field user_agent? string
+---@field allow_http_loopback? boolean plain http to loopback addresses (the sandbox)
+---@field max_connections? integer multi only: transfers at once (default 16)
+
+---A transport: one reused easy handle (keep-alive) and a share handle.
+---@param opts? endaoment.partner.curl.Options
+---@return endaoment.partner.curl.Transport|nil transport
+---@return endaoment.partner.TransportError|nil err
+function curl.new(opts) end
+
+---A multi handle: many requests at once, driven by the caller.
+---@param opts? endaoment.partner.curl.Options
+---@return endaoment.partner.curl.Multi|nil multi
+---@return endaoment.partner.TransportError|nil err
+function curl.multi(opts) end
+
+---@class endaoment.partner.curl.Transport
+local Transport = {}
+
+---Sends one request and waits for its answer.
+---@param req endaoment.partner.TransportRequest
+---@return endaoment.partner.TransportResponse|nil res
+---@return endaoment.partner.TransportError|nil err
+function Transport:request(req) end
+
+---Frees the handles; idempotent (also on garbage collection).
+function Transport:close() end
+
+---@class endaoment.partner.curl.Multi
+local Multi = {}
+
+---Queues a request; never blocks.
+---@param req endaoment.partner.TransportRequest
+---@return integer|nil id
+---@return endaoment.partner.TransportError|nil err
+function Multi:add(req) end
+
+---Moves bytes (curl_multi_perform); never blocks.
+---@return integer|nil n transfers added and not yet taken by next()
+---@return endaoment.partner.TransportError|nil err
+function Multi:perform() end
+
+---One finished transfer: id, res; or id, nil, err; or nil when none has finished.
+---@return integer|nil id
+---@return endaoment.partner.TransportResponse|nil res
+---@return endaoment.partner.TransportError|nil err
+function Multi:next() end
+
+---Blocks up to ms for socket activity (curl_multi_poll).
+---@param ms integer
+---@return integer|nil n
+---@return endaoment.partner.TransportError|nil err
+function Multi:wait(ms) end
+
+---curl_multi_timeout: 0 to call perform now, -1 when none is set.
+---@return integer ms
+function Multi:timeout() end
+
+---The sockets to watch (curl_multi_fdset; descriptors below 1024 only).
+---@return { fd: integer, read: boolean, write: boolean }[]
+function Multi:fds() end
+
+---Cancels a queued, running or finished-but-not-taken transfer.
+---@param id integer
+---@return boolean cancelled
+function Multi:cancel(id) end
+
+---@return integer n transfers not yet taken
+---@return integer running transfers inside libcurl
+function Multi:count() end
+
+---Frees everything; idempotent (also on garbage collection).
+function Multi:close() end
+
+return curl
