@@ -4,6 +4,8 @@
 local partner = require "endaoment.partner"
 local journey = require "endaoment.partner.journey"
 local server = require "spec.helpers.sandbox_server"
+local util = require "spec.helpers.util"
+local count = util.count
 
 local RED_CROSS = "5b6e6b8e-3f0a-4c47-9a51-000000000001"
 
@@ -18,11 +20,6 @@ local function user_body(suffix, addr)
     email = "ada@example.com", address = addr or address() }
 end
 
-local function count(t)
-  local n = 0
-  for _ in pairs(t or {}) do n = n + 1 end
-  return n
-end
 
 local function fund_for(c, suffix)
   local user = assert(c:provision_user(user_body(suffix)))

@@ -2,17 +2,14 @@
 -- re-run of the same code records the same money once.
 local partner = require "endaoment.partner"
 local server = require "spec.helpers.sandbox_server"
+local util = require "spec.helpers.util"
+local count = util.count
 
 local RED_CROSS = "5b6e6b8e-3f0a-4c47-9a51-000000000001"
 local V4 = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-4%x%x%x%-[89ab]%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
 
 local srv, client
 
-local function count(t)
-  local n = 0
-  for _ in pairs(t or {}) do n = n + 1 end
-  return n
-end
 
 local function state()
   local _, st = srv.control("GET", "/__sandbox/state")

@@ -4,6 +4,10 @@ local journey = require "endaoment.partner.journey"
 local cjson = require "cjson"
 local socket = require "socket"
 local server = require "spec.helpers.sandbox_server"
+local util = require "spec.helpers.util"
+local count = util.count
+local tmpfile = util.tmpfile
+local read_file = util.read_file
 
 local RED_CROSS = "5b6e6b8e-3f0a-4c47-9a51-000000000001"
 local srv, client
@@ -11,11 +15,6 @@ local srv, client
 local function control(...) return srv.control(...) end
 local function logged(path) return srv.logged(path) end
 
-local function count(t)
-  local n = 0
-  for _ in pairs(t or {}) do n = n + 1 end
-  return n
-end
 
 local function plan()
   return {
@@ -38,19 +37,7 @@ local function plan()
   }
 end
 
-local function tmpfile()
-  local p = os.tmpname()
-  os.remove(p)
-  return p
-end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 setup(function()
   srv = assert(server.start())

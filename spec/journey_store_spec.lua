@@ -3,24 +3,15 @@
 local partner = require "endaoment.partner"
 local journey = require "endaoment.partner.journey"
 local server = require "spec.helpers.sandbox_server"
+local util = require "spec.helpers.util"
+local count = util.count
+local tmpfile = util.tmpfile
+local rm_store = util.rm_store
 
 local RED_CROSS = "5b6e6b8e-3f0a-4c47-9a51-000000000001"
 
-local function count(t)
-  local n = 0
-  for _ in pairs(t or {}) do n = n + 1 end
-  return n
-end
 
-local function tmpfile()
-  local p = os.tmpname()
-  os.remove(p)
-  return p
-end
 
-local function rm_store(path)
-  for _, s in ipairs({ "", "-wal", "-shm", "-journal", ".claims", ".lock" }) do os.remove(path .. s) end
-end
 
 local function plan(i)
   local id = string.format("%010d", i)

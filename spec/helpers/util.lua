@@ -1,0 +1,32 @@
+-- Small helpers the specs share.
+local M = {}
+
+-- Number of keys in a table (the sandbox's state maps are keyed by id).
+function M.count(t)
+  local n = 0
+  for _ in pairs(t or {}) do n = n + 1 end
+  return n
+end
+
+-- A fresh path in the temp directory, not created.
+function M.tmpfile()
+  local p = os.tmpname()
+  os.remove(p)
+  return p
+end
+
+-- A file's bytes, or nil when it cannot be read.
+function M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- Removes a store's files: the file or database and what it keeps beside it.
+function M.rm_store(path)
+  for _, s in ipairs({ "", "-wal", "-shm", "-journal", ".claims", ".lock" }) do os.remove(path .. s) end
+end
+
+return M
