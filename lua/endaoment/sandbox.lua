@@ -812,7 +812,10 @@ local function check_fault(f)
   for k, v in pairs(f) do
     local want = FAULT_KEYS[k]
     if not want then return "unknown fault field " .. tostring(k) end
-    if k == "retryAfter" and type(v) == "number" then v = tostring(v); f[k] = v end
+    if k == "retryAfter" and type(v) == "number" then
+      v = v == math.floor(v) and string.format("%d", v) or tostring(v)   -- 2, not "2.0"
+      f[k] = v
+    end
     if type(v) ~= want then return "fault field " .. k .. " must be a " .. want end
   end
   if not f.path or f.path:sub(1, 1) ~= "/" then return "fault needs a path starting with /" end
@@ -844,17 +847,170 @@ function H.ctl_clear_faults(self)
   return reply(200, { pending = 0 })
 end
 
-function H.ctl_requests(self, ctx)
+-- The queued faults, in the order they are taken.
+function H.ctl_list_faults(self)
   local out = array()
-  local want = ctx.query.path
-  for _, r in ipairs(self.log) do
-    if not want or r.path == want then out[#out + 1] = r end
+  for i, f in ipairs(self.faults) do out[i] = copy(f) end
+  return reply(200, { faults = out })
+end
+
+---------------------------------------------------------------------------
+-- the request log (API requests only; the controls are not logged)
+---------------------------------------------------------------------------
+
+-- Secrets never shown: every configured API key and Bearer token, and what
+-- this request presented as one. Shorter strings are left alone (they would
+-- blank out ordinary text).
+local MIN_SECRET = 4
+
+function Emu:_secrets(h)
+  if not self._secret_list then
+    local list = {}
+    for _, p in ipairs(self.partners) do list[#list + 1] = p.api_key end
+    for tok in pairs(self.bearer) do list[#list + 1] = tok end
+    self._secret_list = list
   end
-  return reply(200, { requests = out })
+  local out = {}
+  for i, s in ipairs(self._secret_list) do out[i] = s end
+  local key = h["x-api-key"]
+  if key then out[#out + 1] = key end
+  local tok = h["authorization"] and h["authorization"]:match("^%s*%a+%s+(%S+)")
+  if tok then out[#out + 1] = tok end
+  return out
+end
+
+local function redact_text(s, secrets)
+  if type(s) ~= "string" or s == "" then return s end
+  for _, secret in ipairs(secrets) do
+    if #secret >= MIN_SECRET and s:find(secret, 1, true) then
+      local parts, from = {}, 1
+      while true do
+        local i, j = s:find(secret, from, true)
+        if not i then break end
+        parts[#parts + 1] = s:sub(from, i - 1)
+        parts[#parts + 1] = "[redacted]"
+        from = j + 1
+      end
+      parts[#parts + 1] = s:sub(from)
+      s = table.concat(parts)
+    end
+  end
+  return s
+end
+
+-- The idempotencyKey of a JSON body, when it has one: read off the text
+-- (the emulator's JSON decoder is pure Lua, and this runs on every request),
+-- decoded only when the value has escapes.
+local function idempotency_key(body)
+  if type(body) ~= "string" or not body:find("idempotencyKey", 1, true) then return nil end
+  local plain = body:match('^%s*{.-"idempotencyKey"%s*:%s*"([^"\\]*)"')
+  if plain then return plain end
+  local ok, v = pcall(json.decode, body)
+  if ok and type(v) == "table" and type(v.idempotencyKey) == "string" then return v.idempotencyKey end
+  return nil
+end
+
+-- Starts the log entry of an API request (its answer is added by
+-- _log_answer): redacted headers, body and query, the partner whose
+-- credentials it carried, its idempotency key. Returns the entry and the
+-- secrets to redact from the answer.
+function Emu:_log_request(method, path, query, h, body)
+  local secrets = self:_secrets(h)
+  local headers = redact_headers(h)
+  for k, v in pairs(headers) do headers[k] = redact_text(v, secrets) end
+  local partner = self:_partner_by_key(h) or self:_partner_by_bearer(h)
+  local entry = {
+    method = method, path = redact_text(path, secrets), headers = headers,
+    body = redact_text(body or "", secrets), time = iso(self.now()),
+    query = query and redact_text(query, secrets) or null,
+    partnerId = partner and partner.id or null,
+    idempotencyKey = idempotency_key(body) or null,
+    replayed = false, fault = null,
+  }
+  self.log_seq = self.log_seq + 1
+  entry.seq = self.log_seq
+  self.log[#self.log + 1] = entry
+  if #self.log > M.MAX_LOG then table.remove(self.log, 1) end
+  self.last_entry = entry
+  return entry, secrets
+end
+
+-- What a fault did, as the log shows it (a copy: the queued one counts down).
+local function fault_view(f)
+  local v = {}
+  for _, k in ipairs({ "status", "retryAfter", "after", "drop", "truncate", "malformed", "delayMs", "body" }) do
+    v[k] = f[k]
+  end
+  return v
+end
+
+-- Completes a log entry with the answer: status (0: dropped), response
+-- headers and body (redacted), replay flag, fault, and the latency: time in
+-- the emulator plus the fault's delay (hosts add their own with add_latency).
+function Emu:_log_answer(entry, secrets, t0, status, headers, rbody, fault, replayed)
+  entry.status = status
+  local rh = {}
+  for k, v in pairs(headers or {}) do rh[k] = redact_text(v, secrets) end
+  entry.responseHeaders = rh
+  entry.responseBody = status == 0 and "" or redact_text(rbody or "", secrets)
+  entry.replayed = replayed == true
+  entry.fault = fault and fault_view(fault) or null
+  local ms = (self.now() - t0) * 1000 + (fault and tonumber(fault.delayMs) or 0)
+  entry.latencyMs = math.floor(ms * 10 + 0.5) / 10
+end
+
+-- add_latency(ms): a host that delays its answers (--latency-ms) adds the
+-- delay to the latency of the request it just handled.
+function Emu:add_latency(ms)
+  local e = self.last_entry
+  if e and e.latencyMs and tonumber(ms) and ms > 0 then
+    e.latencyMs = math.floor((e.latencyMs + ms) * 10 + 0.5) / 10
+  end
+end
+
+local function status_matches(want, status)
+  if not want or want == "" then return true end
+  local class = want:match("^(%d)[xX][xX]$")
+  if class then return math.floor((status or 0) / 100) == tonumber(class) end
+  return tonumber(want) == status
+end
+
+-- GET /__sandbox/requests[?since=N&limit=N&path=P&pathContains=S&method=M&status=404|4xx&partnerId=ID]
+-- -> { requests, cursor, more, epoch, stateRev }. Entries are oldest first;
+-- `cursor` is the seq to pass as `since` next time (the log's newest seq
+-- once everything was read); `epoch` changes when the log is cleared or the
+-- sandbox reset (start again from since=0); `stateRev` is the state's
+-- revision (GET /__sandbox/state again when it changes).
+function H.ctl_requests(self, ctx)
+  local q = ctx.query
+  local since = tonumber(q.since) or 0
+  local limit = tonumber(q.limit)
+  local method = q.method and q.method:upper()
+  local out = array()
+  local first = #self.log + 1
+  while first > 1 and self.log[first - 1].seq > since do first = first - 1 end
+  local cursor, more = math.max(since, 0), false
+  for i = first, #self.log do
+    local r = self.log[i]
+    if limit and #out >= limit then more = true; break end
+    cursor = r.seq
+    if (not q.path or r.path == q.path)
+      and (not q.pathContains or r.path:find(q.pathContains, 1, true))
+      and (not method or r.method == method)
+      and (not q.partnerId or r.partnerId == q.partnerId)
+      and status_matches(q.status, r.status) then
+      out[#out + 1] = r
+    end
+  end
+  if not more then cursor = math.max(cursor, self.log_seq) end
+  return reply(200, { requests = out, cursor = cursor, more = more, epoch = self.log_epoch or 0,
+    stateRev = self.state.rev })
 end
 
 function H.ctl_clear_requests(self)
   self.log = {}
+  self.last_entry = nil
+  self.log_epoch = (self.log_epoch or 0) + 1
   return reply(200, { cleared = true })
 end
 
@@ -862,7 +1018,39 @@ function H.ctl_reset(self)
   self.state = empty_state()
   self:_mutated()
   self.faults, self.log = {}, {}
+  self.last_entry = nil
+  self.log_epoch = (self.log_epoch or 0) + 1
   return reply(200, { reset = true })
+end
+
+-- GET /__sandbox/info: what the dashboard (or a script) needs besides the
+-- state: the partners (ids and names, never keys), the seeded nonprofits,
+-- the grant submission statuses and the API's operations.
+function H.ctl_info(self)
+  local partners = array()
+  for i, p in ipairs(self.partners) do partners[i] = { id = p.id, name = p.name } end
+  local orgs, unonboarded, subprojects, ops = array(), array(), array(), array()
+  for i, o in ipairs(SEED_ORGS) do orgs[i] = copy(o) end
+  for i, o in ipairs(SEED_UNONBOARDED) do unonboarded[i] = copy(o) end
+  for i, s in ipairs(SEED_SUBPROJECTS) do subprojects[i] = copy(s) end
+  for _, op in ipairs(rules.schema.OPERATION_ORDER) do
+    local spec = rules.schema.operations[op]
+    ops[#ops + 1] = { name = op, method = spec.method, path = spec.path }
+  end
+  return reply(200, {
+    version = M.VERSION, partners = partners, orgs = orgs, unonboardedOrgs = unonboarded,
+    subprojects = subprojects, grantSubmissionStatuses = array(copy(rules.schema.enums.grant_submission_status)),
+    operations = ops, maxLog = M.MAX_LOG,
+  })
+end
+
+-- GET /__sandbox/ (the dashboard page) and its assets, from
+-- endaoment.sandbox.dashboard (loaded on first use).
+function H.ctl_dashboard(_, ctx)
+  local dashboard = require "endaoment.sandbox.dashboard"
+  local asset = dashboard.asset(ctx.params[1] or "index.html")
+  if not asset then return fail(404, "Cannot GET " .. ctx.path) end
+  return { status = 200, body = asset.body, headers = asset.headers }
 end
 
 -- Moves a grant submission through the documented status enum, so partners
@@ -921,6 +1109,10 @@ local CONTROL_ROUTES = {
   { "POST", "^/__sandbox/reset$", H.ctl_reset },
   { "GET", "^/__sandbox/state$", H.ctl_state },
   { "POST", "^/__sandbox/grant%-submissions/([^/]+)/status$", H.ctl_submission_status, json = true },
+  { "GET", "^/__sandbox/faults$", H.ctl_list_faults },
+  { "GET", "^/__sandbox/info$", H.ctl_info },
+  { "GET", "^/__sandbox$", H.ctl_dashboard },
+  { "GET", "^/__sandbox/([%w%-]+%.%a+)$", H.ctl_dashboard },
 }
 
 local function unescape(s)
@@ -1005,29 +1197,27 @@ function Emu:handle(method, path, headers, body)
   local h = lower_headers(headers)
   local qpos = path:find("?", 1, true)
   local query = qpos and parse_query(path:sub(qpos + 1)) or {}
+  local raw_query = qpos and path:sub(qpos + 1) or nil
   if qpos then path = path:sub(1, qpos - 1) end
   if #path > 1 then path = path:gsub("/$", "") end
 
-  if path:sub(1, 11) == "/__sandbox/" then
+  if path == "/__sandbox" or path:sub(1, 11) == "/__sandbox/" then
     if not self.controls then return finish(fail(404, "Cannot " .. method .. " " .. path)) end
+    self.last_entry = nil
     local route, params = match(CONTROL_ROUTES, method, path)
     if not route then return finish(fail(404, "Cannot " .. method .. " " .. path)) end
     return finish(self:_dispatch(route, params, method, path, query, h, body))
   end
 
-  local entry = { method = method, path = path, headers = redact_headers(h), body = body or "",
-    time = iso(self.now()) }
-  self.log_seq = self.log_seq + 1
-  entry.seq = self.log_seq
-  self.log[#self.log + 1] = entry
-  if #self.log > M.MAX_LOG then table.remove(self.log, 1) end
+  local t0 = self.now()
+  local entry, secrets = self:_log_request(method, path, raw_query, h, body)
 
   local fault = self:_take_fault(method, path)
   local res
   if fault and not fault.after and (fault.status or fault.drop) then
     -- The request never reaches the handler.
     if fault.drop then
-      entry.status = 0
+      self:_log_answer(entry, secrets, t0, 0, {}, "", fault, false)
       return 0, {}, "", { drop = true, delay_ms = fault.delayMs }
     end
     res = fault.body and { status = fault.status, body = fault.body }
@@ -1050,15 +1240,14 @@ function Emu:handle(method, path, headers, body)
   if fault and fault.malformed then
     res.body = res.body:sub(1, math.floor(#res.body / 2)) .. "\0<garbage"
   end
-  entry.status = res.status
   local status, hdrs, rbody = finish(res)
   hdrs["x-request-id"] = self.uuid()
   if res.replayed then hdrs["x-idempotent-replayed"] = "true" end
   local tf
   if fault and (fault.drop or fault.truncate or fault.delayMs) then
     tf = { drop = fault.drop, truncate = fault.truncate, delay_ms = fault.delayMs }
-    if fault.drop then entry.status = 0 end
   end
+  self:_log_answer(entry, secrets, t0, (fault and fault.drop) and 0 or status, hdrs, rbody, fault, res.replayed)
   return status, hdrs, rbody, tf
 end
 

@@ -9,9 +9,13 @@ local M = {}
 
 M.CONTROL_PREFIX = "/__sandbox/"
 
--- Test controls are answered at once: latency is for the API only.
+-- Test controls (and the dashboard, /__sandbox without its slash too) are
+-- answered at once: latency is for the API only.
 function M.is_control(path)
-  return type(path) == "string" and path:sub(1, #M.CONTROL_PREFIX) == M.CONTROL_PREFIX
+  if type(path) ~= "string" then return false end
+  local n = #M.CONTROL_PREFIX
+  local after = path:sub(n, n)
+  return path:sub(1, n - 1) == "/__sandbox" and (after == "/" or after == "" or after == "?")
 end
 
 local function whole(n)

@@ -52,6 +52,7 @@ function M.serve()
   if not emu then M.configure() end
   local headers = ngx.req.get_headers(200)
   local status, hdrs, body, fault = emu:handle(ngx.req.get_method(), ngx.var.request_uri, headers, read_body())
+  if M.latency_ms > 0 then emu:add_latency(M.latency_ms) end
   local plan = faults.plan(ngx.var.uri, status, hdrs, body, fault, M.latency_ms)
   if plan.delay_ms > 0 then ngx.sleep(plan.delay_ms / 1000) end
   if plan.drop then return ngx.exit(444) end

@@ -288,6 +288,8 @@ end
 function Server:_dispatch(c, req, body)
   local t0 = socket.gettime()
   local status, headers, rbody, fault = self.emu:handle(req.method, req.target, req.headers, body)
+  -- The request log shows the latency a client meets, ours included.
+  if self.latency_ms > 0 and self.emu.add_latency then self.emu:add_latency(self.latency_ms) end
   self:persist()
   c.served = c.served + 1
   local plan = faults.plan(req.target, status, headers, rbody, fault, self.latency_ms)
