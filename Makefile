@@ -24,11 +24,12 @@ CFLAGS  ?= -O2 -g
 XCFLAGS  = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(WARN)
 LIBFLAG ?= -shared
 
-CORE_SRC = $(sort $(wildcard csrc/core*.c)) csrc/strbuf.c
-CURL_SRC = $(sort $(wildcard csrc/curl*.c)) csrc/strbuf.c
+# csrc/compat.c (the Lua version shims of compat.h) goes into every module.
+CORE_SRC = $(sort $(wildcard csrc/core*.c)) csrc/strbuf.c csrc/compat.c
+CURL_SRC = $(sort $(wildcard csrc/curl*.c)) csrc/strbuf.c csrc/compat.c
 HDRS     = $(wildcard csrc/*.h)
 
-FS_SRC   = csrc/fs.c
+FS_SRC   = csrc/fs.c csrc/compat.c
 
 CORE_SO = $(BUILD)/endaoment/partner/core.so
 FS_SO   = $(BUILD)/endaoment/partner/fs.so
@@ -115,7 +116,8 @@ demo: deps
 # (Servers the specs start are separate processes and are not traced.)
 MEMCHECK_SPECS ?= spec/core_spec.lua spec/curl_transport_spec.lua spec/partner_retry_spec.lua \
   spec/partner_client_spec.lua spec/async_spec.lua spec/fs_spec.lua spec/derive_key_spec.lua \
-  spec/journey_store_spec.lua
+  spec/journey_store_spec.lua spec/honest_sends_spec.lua spec/net_spec.lua spec/event_loop_spec.lua \
+  spec/proxy_http2_spec.lua
 memcheck: deps
 	@sh scripts/deps.sh memcheck
 	@$(MAKE) --no-print-directory build

@@ -1,5 +1,8 @@
 /*
- * Private Lua 5.1 / 5.2 / 5.3 / 5.4 / LuaJIT compatibility shims.
+ * Private Lua 5.1 / 5.2 / 5.3 / 5.4 / LuaJIT compatibility shims, compiled
+ * into every module (csrc/compat.c is in the source list of core, curl and
+ * fs): each .so carries its own copy, so no module depends on another being
+ * loaded first.
  *
  * Every shim is prefixed and hidden: LuaJIT 2.1 (and OpenResty's nginx
  * binary) export their own luaL_setfuncs, and an unprefixed definition of
@@ -19,6 +22,7 @@
 
 #if LUA_VERSION_NUM == 501
 #pragma GCC visibility push(hidden)
+/* luaL_setfuncs of Lua 5.2+: registers l into the table below the nup upvalues, and pops them. */
 void epartner_setfuncs(lua_State *L, const luaL_Reg *l, int nup);
 #pragma GCC visibility pop
 #define luaL_setfuncs epartner_setfuncs

@@ -13,21 +13,6 @@
 /* Larger scratch buffers are released after the call instead of pinning memory in every worker. */
 #define EP_KEEP_MAX (256 * 1024)
 
-#if LUA_VERSION_NUM == 501
-void epartner_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
-{
-    luaL_checkstack(L, nup + 1, "too many upvalues");
-    for (; l->name != NULL; l++) {
-        int i;
-        for (i = 0; i < nup; i++)
-            lua_pushvalue(L, -nup);
-        lua_pushcclosure(L, l->func, nup);
-        lua_setfield(L, -(nup + 2), l->name);
-    }
-    lua_pop(L, nup);
-}
-#endif
-
 /*
  * The encode buffer lives in a GC-owned userdata: if Lua raises while it is
  * in use (out of memory), the collector frees it and nothing leaks.

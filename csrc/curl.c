@@ -1,31 +1,40 @@
 /*
  * endaoment.partner.curl: the libcurl transport of the Lua SDK.
  *
- *   local t = curl.new{ ca_file=, max_response_bytes=, user_agent=, allow_http_loopback= }
- *   local res, err = t:request{ method=, url=, headers=, body=, timeout_ms=, connect_timeout_ms= }
+ *   local t = curl.new{ ca_file=, max_response_bytes=, user_agent=, allow_http_loopback=,
+ *                       proxy=, no_proxy= }
+ *   local res, err = t:request{ method=, url=, headers=, body=, timeout_ms=, connect_timeout_ms=,
+ *                               retry_safe=, max_sends= }
  *   t:close()   -- also __gc and __close
+ *   curl.sleep_ms(ms)   -- blocks the calling thread (nanosleep); the blocking retries wait here
  *
  * A transport owns one easy handle, reused for every request so that
  * connections are kept alive, and one share handle (DNS cache, TLS
- * sessions). curl.multi{...} (csrc/curl_multi.c) runs many requests at once
- * on a libcurl multi handle, with the same options and the same request and
- * result tables as t:request.
+ * sessions). curl.multi{...} (csrc/curl_lua_multi.c on csrc/curl_multi.c)
+ * runs many requests at once on a libcurl multi handle, with the same
+ * options and the same request and result tables as t:request.
+ *
+ * This file also holds the Lua glue both share (csrc/curl_lua.h): options,
+ * request tables, result and error tables. The C below, curl_transfer.c and
+ * curl_multi.c, has no Lua in it.
  *
  * Threads: a transport must not be used from two threads at once. libcurl
  * forbids sharing an easy handle between threads, and the share handle is
  * set up without lock callbacks because a Lua state is single-threaded.
  *
  * Failures return nil, err where err is a plain table
- * { kind, message, curl_code, retryable, elapsed_ms }; only a wrong
- * argument type (a programming error) raises. Lua is never called while
- * libcurl runs: results are pushed after curl_easy_perform returns.
+ * { kind, message, curl_code, elapsed_ms, sends }; whether a kind is retried
+ * is endaoment.partner.retry's decision. Only a wrong argument type (a
+ * programming error) raises. Lua is never called while libcurl runs: results
+ * are pushed after curl_easy_perform returns.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
-#include "compat.h"
-#include "curl_transfer.h"
+#include "curl_lua.h"
 
 #define TRANSPORT_MT "endaoment.partner.curl.transport"
 #define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
@@ -60,16 +69,7 @@ typedef struct {
 
 EPARTNER_EXPORT int luaopen_endaoment_partner_curl(lua_State *L);
 
-/* Local instead of luaL_setfuncs: compat.h's 5.1 shim is defined in core.so, not here. */
-void ecurl_lua_setfuncs(lua_State *L, const luaL_Reg *r)
-{
-    for (; r->name != NULL; r++) {
-        lua_pushcfunction(L, r->func);
-        lua_setfield(L, -2, r->name);
-    }
-}
-
-int ecurl_lua_push_error(lua_State *L, const ecurl_error *e, double elapsed_ms)
+int ecurl_lua_push_error(lua_State *L, const ecurl_error *e, double elapsed_ms, long sends)
 {
     lua_pushnil(L);
     lua_createtable(L, 0, 5);
@@ -81,11 +81,13 @@ int ecurl_lua_push_error(lua_State *L, const ecurl_error *e, double elapsed_ms)
         lua_pushinteger(L, (lua_Integer)e->curl_code);
         lua_setfield(L, -2, "curl_code");
     }
-    lua_pushboolean(L, e->retryable);
-    lua_setfield(L, -2, "retryable");
     if (elapsed_ms >= 0) {
         lua_pushnumber(L, (lua_Number)elapsed_ms);
         lua_setfield(L, -2, "elapsed_ms");
+    }
+    if (sends >= 0) {
+        lua_pushinteger(L, (lua_Integer)sends);
+        lua_setfield(L, -2, "sends");
     }
     return 2;
 }
@@ -93,8 +95,8 @@ int ecurl_lua_push_error(lua_State *L, const ecurl_error *e, double elapsed_ms)
 static int push_config_error(lua_State *L, const char *message)
 {
     ecurl_error e;
-    ecurl_error_set(&e, ECURL_KIND_CONFIG, 0, -1, "%s", message);
-    return ecurl_lua_push_error(L, &e, -1);
+    ecurl_error_set(&e, ECURL_KIND_CONFIG, -1, "%s", message);
+    return ecurl_lua_push_error(L, &e, -1, -1);
 }
 
 static void transport_close(transport_t *t)
@@ -158,6 +160,8 @@ static const char *opt_string(lua_State *L, int idx, const char *fname, const ch
 
 void ecurl_lua_read_options(lua_State *L, const char *fname, ecurl_lua_options *o)
 {
+    const char *why;
+
     memset(o, 0, sizeof *o);
     o->max_body = ECURL_DEFAULT_MAX_BODY;
     o->allow_http_loopback = 1;
@@ -173,11 +177,19 @@ void ecurl_lua_read_options(lua_State *L, const char *fname, ecurl_lua_options *
     lua_getfield(L, 1, "user_agent");          /* 3 */
     lua_getfield(L, 1, "max_response_bytes");  /* 4 */
     lua_getfield(L, 1, "allow_http_loopback"); /* 5 */
+    lua_getfield(L, 1, "proxy");               /* 6 */
+    lua_getfield(L, 1, "no_proxy");            /* 7: ECURL_LUA_OPTIONS_TOP - 1 */
 
     o->ca_file = opt_string(L, 2, fname, "ca_file", &o->ca_len);
     o->user_agent = opt_string(L, 3, fname, "user_agent", &o->ua_len);
     if (o->user_agent && !ecurl_valid_field_value(o->user_agent, o->ua_len))
         luaL_error(L, "bad option 'user_agent' to '%s' (contains a control character)", fname);
+    o->proxy = opt_string(L, 6, fname, "proxy", &o->proxy_len);
+    if (o->proxy && (why = ecurl_proxy_problem(o->proxy, o->proxy_len, 0)) != NULL)
+        luaL_error(L, "bad option 'proxy' to '%s' (%s)", fname, why);
+    o->noproxy = opt_string(L, 7, fname, "no_proxy", &o->noproxy_len);
+    if (o->noproxy && (why = ecurl_proxy_problem(o->noproxy, o->noproxy_len, 1)) != NULL)
+        luaL_error(L, "bad option 'no_proxy' to '%s' (%s)", fname, why);
     if (!lua_isnil(L, 4)) {
         lua_Number n;
         if (lua_type(L, 4) != LUA_TNUMBER)
@@ -202,6 +214,14 @@ void ecurl_lua_read_options(lua_State *L, const char *fname, ecurl_lua_options *
     }
 }
 
+int ecurl_lua_config_init(ecurl_config *cfg, const ecurl_lua_options *o, int share_dns, ecurl_error *err)
+{
+    if (ecurl_config_init(cfg, o->ca_file, o->ca_len, o->user_agent, o->ua_len, o->max_body,
+                          o->allow_http_loopback, share_dns, err) != 0)
+        return -1;
+    return ecurl_config_set_proxy(cfg, o->proxy, o->proxy_len, o->noproxy, o->noproxy_len, err);
+}
+
 /* ------------------------------------------------------------------------ */
 /* curl.new                                                                 */
 
@@ -219,16 +239,15 @@ static int l_new(lua_State *L)
     luaL_getmetatable(L, TRANSPORT_MT);
     lua_setmetatable(L, -2);
 
-    if (ecurl_config_init(&t->cfg, o.ca_file, o.ca_len, o.user_agent, o.ua_len, o.max_body,
-                          o.allow_http_loopback, 1, &err) != 0) {
+    if (ecurl_lua_config_init(&t->cfg, &o, 1, &err) != 0) {
         transport_close(t);
-        return ecurl_lua_push_error(L, &err, -1);
+        return ecurl_lua_push_error(L, &err, -1, -1);
     }
     t->easy = curl_easy_init();
     if (!t->easy) {
         transport_close(t);
-        ecurl_error_set(&err, ECURL_KIND_OOM, 0, -1, "cannot create a libcurl easy handle");
-        return ecurl_lua_push_error(L, &err, -1);
+        ecurl_error_set(&err, ECURL_KIND_OOM, -1, "cannot create a libcurl easy handle");
+        return ecurl_lua_push_error(L, &err, -1, -1);
     }
     return 1;
 }
@@ -253,7 +272,9 @@ static int opt_ms(lua_State *L, int idx, long def, long *out)
 }
 
 /* Offsets of the fields ecurl_lua_read_request pushes, from its `base`. */
-enum { R_URL = 1, R_METHOD, R_BODY, R_HEADERS, R_TIMEOUT, R_CONNECT_TIMEOUT };
+enum { R_URL = 1, R_METHOD, R_BODY, R_HEADERS, R_TIMEOUT, R_CONNECT_TIMEOUT, R_RETRY_SAFE, R_MAX_SENDS };
+/* More would be pointless: libcurl itself resends at most 5 times. */
+#define MAX_SENDS_LIMIT 1000
 
 int ecurl_lua_read_request(lua_State *L, int idx, ecurl_request *req, int *base,
                            ecurl_error *err)
@@ -269,14 +290,16 @@ int ecurl_lua_read_request(lua_State *L, int idx, ecurl_request *req, int *base,
     lua_getfield(L, idx, "headers");
     lua_getfield(L, idx, "timeout_ms");
     lua_getfield(L, idx, "connect_timeout_ms");
+    lua_getfield(L, idx, "retry_safe");
+    lua_getfield(L, idx, "max_sends");
 
     if (lua_type(L, b + R_URL) != LUA_TSTRING) {
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "request.url must be a string");
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "request.url must be a string");
         return -1;
     }
     req->url = lua_tolstring(L, b + R_URL, &len);
     if (strlen(req->url) != len) {
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "request.url contains a NUL byte");
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "request.url contains a NUL byte");
         return -1;
     }
     if (lua_isnil(L, b + R_METHOD)) {
@@ -284,33 +307,52 @@ int ecurl_lua_read_request(lua_State *L, int idx, ecurl_request *req, int *base,
     } else if (lua_type(L, b + R_METHOD) == LUA_TSTRING) {
         req->method = lua_tolstring(L, b + R_METHOD, &len);
         if (strlen(req->method) != len) {
-            ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "request.method contains a NUL byte");
+            ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "request.method contains a NUL byte");
             return -1;
         }
     } else {
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "request.method must be a string");
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "request.method must be a string");
         return -1;
     }
     if (lua_type(L, b + R_BODY) == LUA_TSTRING) {
         req->body = lua_tolstring(L, b + R_BODY, &req->body_len);
     } else if (!lua_isnil(L, b + R_BODY)) {
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "request.body must be a string or nil");
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "request.body must be a string or nil");
         return -1;
     }
     if (!lua_isnil(L, b + R_HEADERS) && !lua_istable(L, b + R_HEADERS)) {
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1,
                         "request.headers must be a table of name = value");
         return -1;
     }
     if (!opt_ms(L, b + R_TIMEOUT, DEFAULT_TIMEOUT_MS, &req->timeout_ms)) {
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1,
                         "request.timeout_ms must be a number of milliseconds from 1 to 86400000");
         return -1;
     }
     if (!opt_ms(L, b + R_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT_MS, &req->connect_timeout_ms)) {
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1,
                         "request.connect_timeout_ms must be a number of milliseconds from 1 to "
                         "86400000");
+        return -1;
+    }
+    /* retry_safe = false: a write the API does not make idempotent; it is sent once at most. */
+    if (lua_type(L, b + R_RETRY_SAFE) == LUA_TBOOLEAN) {
+        req->no_resend = !lua_toboolean(L, b + R_RETRY_SAFE);
+    } else if (!lua_isnil(L, b + R_RETRY_SAFE)) {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "request.retry_safe must be a boolean");
+        return -1;
+    }
+    if (lua_type(L, b + R_MAX_SENDS) == LUA_TNUMBER) {
+        lua_Number n = lua_tonumber(L, b + R_MAX_SENDS);
+        if (!(n >= 1 && n <= MAX_SENDS_LIMIT) || n != (lua_Number)(long)n) {
+            ecurl_error_set(err, ECURL_KIND_CONFIG, -1,
+                            "request.max_sends must be a whole number from 1 to %d", MAX_SENDS_LIMIT);
+            return -1;
+        }
+        req->max_sends = (long)n;
+    } else if (!lua_isnil(L, b + R_MAX_SENDS)) {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "request.max_sends must be a number");
         return -1;
     }
     return 0;
@@ -332,7 +374,7 @@ int ecurl_lua_begin_request(lua_State *L, int base, ecurl_transfer *tr, const ec
         /* Only real strings: lua_tolstring would convert a number key in place and break lua_next. */
         if (lua_type(L, -2) != LUA_TSTRING) {
             lua_pop(L, 2);
-            ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "header names must be strings");
+            ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "header names must be strings");
             return -1;
         }
         name = lua_tolstring(L, -2, &nlen);
@@ -343,7 +385,7 @@ int ecurl_lua_begin_request(lua_State *L, int base, ecurl_transfer *tr, const ec
                 shown[i] = (name[i] < 0x20 || name[i] == 0x7f) ? '?' : name[i];
             shown[n] = '\0';
             lua_pop(L, 2);
-            ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "value of header '%s' must be a string",
+            ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "value of header '%s' must be a string",
                             shown);
             return -1;
         }
@@ -381,7 +423,9 @@ static void push_headers(lua_State *L, ecurl_transfer *tr)
 
 void ecurl_lua_push_response(lua_State *L, ecurl_transfer *tr)
 {
-    lua_createtable(L, 0, 5);
+    const char *version = ecurl_http_version_name(tr->http_version);
+
+    lua_createtable(L, 0, 7);
     lua_pushinteger(L, (lua_Integer)tr->status);
     lua_setfield(L, -2, "status");
     push_headers(L, tr);
@@ -392,6 +436,12 @@ void ecurl_lua_push_response(lua_State *L, ecurl_transfer *tr)
     lua_setfield(L, -2, "reused");
     lua_pushnumber(L, (lua_Number)tr->elapsed_ms);
     lua_setfield(L, -2, "elapsed_ms");
+    lua_pushinteger(L, (lua_Integer)tr->sends);
+    lua_setfield(L, -2, "sends");
+    if (version) {
+        lua_pushstring(L, version);
+        lua_setfield(L, -2, "http_version");
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -408,7 +458,7 @@ static int push_result(lua_State *L)
     ecurl_error err;
 
     if (ecurl_transfer_error(&t->tr, &t->cfg, &err))
-        return ecurl_lua_push_error(L, &err, t->tr.elapsed_ms);
+        return ecurl_lua_push_error(L, &err, t->tr.elapsed_ms, t->tr.sends);
     ecurl_lua_push_response(L, &t->tr);
     return 1;
 }
@@ -435,7 +485,7 @@ static int l_request(lua_State *L)
      * is pushed. The strings stay on the stack, so their pointers stay valid.
      */
     if (ecurl_lua_read_request(L, 2, &req, &base, &err) != 0)
-        return ecurl_lua_push_error(L, &err, -1);
+        return ecurl_lua_push_error(L, &err, -1, -1);
     /*
      * Reading ran Lua (__index, finalizers), which may have closed the
      * transport; nothing has been allocated yet, so there is nothing to free.
@@ -449,7 +499,7 @@ static int l_request(lua_State *L)
         ecurl_transfer_setup(tr, t->easy, &t->cfg, &req, &err) != 0) {
         ecurl_transfer_release(tr);
         t->busy = 0;
-        return ecurl_lua_push_error(L, &err, -1);
+        return ecurl_lua_push_error(L, &err, -1, -1);
     }
 
     ecurl_transfer_complete(tr, curl_easy_perform(t->easy));
@@ -476,6 +526,31 @@ static int l_request(lua_State *L)
 }
 
 /* ------------------------------------------------------------------------ */
+/* curl.sleep_ms                                                            */
+
+/* One day: a retry never waits longer (retry_cap_ms and Retry-After are capped far below). */
+#define MAX_SLEEP_MS 86400000.0
+
+/* Blocks the calling thread for ms milliseconds (nanosleep, resumed after a signal). */
+static int l_sleep_ms(lua_State *L)
+{
+    lua_Number ms = luaL_checknumber(L, 1);
+    struct timespec ts, rem;
+
+    if (!(ms > 0))
+        return 0; /* also NaN */
+    if (ms > MAX_SLEEP_MS)
+        ms = MAX_SLEEP_MS;
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)((ms - (lua_Number)ts.tv_sec * 1000) * 1e6);
+    if (ts.tv_nsec > 999999999L)
+        ts.tv_nsec = 999999999L;
+    while (nanosleep(&ts, &rem) != 0 && errno == EINTR)
+        ts = rem;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
 
 int luaopen_endaoment_partner_curl(lua_State *L)
 {
@@ -492,14 +567,15 @@ int luaopen_endaoment_partner_curl(lua_State *L)
     };
     static const luaL_Reg funcs[] = {
         { "new", l_new },
+        { "sleep_ms", l_sleep_ms },
         { NULL, NULL },
     };
     const curl_version_info_data *vi;
 
     luaL_newmetatable(L, TRANSPORT_MT);
-    ecurl_lua_setfuncs(L, meta);
+    luaL_setfuncs(L, meta, 0);
     lua_newtable(L);
-    ecurl_lua_setfuncs(L, methods);
+    luaL_setfuncs(L, methods, 0);
     /* push_result as an upvalue: on 5.1 and LuaJIT pushing a C function allocates (and may raise). */
     lua_pushcfunction(L, push_result);
     lua_pushcclosure(L, l_request, 1);
@@ -508,8 +584,8 @@ int luaopen_endaoment_partner_curl(lua_State *L)
     lua_pop(L, 1);
 
     lua_newtable(L);
-    ecurl_lua_setfuncs(L, funcs);
-    ecurl_multi_register(L);
+    luaL_setfuncs(L, funcs, 0);
+    ecurl_lua_multi_register(L);
     vi = curl_version_info(CURLVERSION_NOW);
     lua_pushstring(L, (vi && vi->version) ? vi->version : LIBCURL_VERSION);
     lua_setfield(L, -2, "version");

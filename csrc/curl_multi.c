@@ -1,92 +1,40 @@
 /*
- * endaoment.partner.curl multi: many requests at once on one libcurl multi
- * handle, driven by the caller (a game's frame loop, a host's event loop).
- * The async client (lua/endaoment/partner/async.lua) is built on it.
- *
- *   local m = curl.multi{ ca_file=, max_response_bytes=, user_agent=,
- *                         allow_http_loopback=, max_connections= }
- *   local id, err = m:add(req)       -- req as for t:request; never blocks
- *   local n, err = m:perform()       -- moves bytes (curl_multi_perform); never blocks;
- *                                       n = transfers added and not yet taken by next()
- *   local id, res = m:next()         -- one finished transfer: id, res | id, nil, err | nil
- *   local n, err = m:wait(ms)        -- curl_multi_poll: blocks up to ms for socket activity
- *   local ms = m:timeout()           -- curl_multi_timeout (0: call perform now, -1: none set)
- *   local fds = m:fds()              -- { {fd=, read=, write=}, ... } (curl_multi_fdset)
- *   local ok = m:cancel(id)          -- true if id was queued, running or finished-not-taken
- *   local n, running = m:count()
- *   m:close()                        -- also __gc and __close; idempotent
- *
- * Options are those of curl.new plus max_connections (default 16). At most
- * max_connections transfers are inside the multi handle at once; more wait in
- * a queue here, so that CURLOPT_TIMEOUT_MS counts from the moment a transfer
- * really starts (in libcurl's own queue the wait would count against it).
- * CURLMOPT_MAX_TOTAL_CONNECTIONS and CURLMOPT_MAXCONNECTS are set to the same
- * number: connections are kept alive and reused across requests.
- *
- * No Lua runs while libcurl runs: the libcurl callbacks (curl_transfer.c)
- * fill C buffers, and results become Lua values in m:next().
- *
- * Re-entry: any allocation may run a __gc finalizer (Lua 5.4, LuaJIT), and a
- * finalizer may call any method of the same handle. So every method finishes
- * its C work on lists and items before it allocates a Lua value, and m:next
- * unlinks the item it returns before pushing it (see l_next); m:add re-checks
- * `closed` after reading the request table, whose __index may run Lua. Every item,
- * easy handle, the share and the multi handle belong to the userdata and are
- * freed by next, cancel, close or __gc. Lua is never called back from here;
- * the userdata holds no references to Lua values.
- *
- * Threads: one multi handle must not be used from two threads at once.
+ * The multi engine of endaoment.partner.curl (see curl_multi.h): transfers
+ * queued, running and done, driven through libcurl's socket interface.
+ * No Lua here: libcurl's callbacks record sockets and the timer in C, and
+ * the Lua methods (curl_lua_multi.c) read what was recorded afterwards.
  */
-#include <limits.h>
+#include "curl_multi.h"
+
+#include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/select.h>
+#include <time.h>
 
-#include "compat.h"
-#include "curl_transfer.h"
+/* Rounds of timer + refill in one drive or action: a slot freed by a finished transfer is reused at once. */
+#define DRIVE_ROUNDS 4
 
-#define MULTI_MT "endaoment.partner.curl.multi"
-#define DEFAULT_MAX_CONNECTIONS 16
-/* curl_multi_fdset reports descriptors below FD_SETSIZE only; stay well under it. */
-#define MAX_CONNECTIONS_LIMIT 512
-/* perform + refill rounds in one m:perform(): a slot freed by a finished transfer is reused at once. */
-#define PERFORM_ROUNDS 4
+/* Per-descriptor state bits in m->socks. */
+#define S_WANT 0x03u      /* what libcurl wants now: ECURL_WANT_* (0: nothing) */
+#define S_DW_SHIFT 2      /* what the host was last told to watch for */
+#define S_DW 0x0cu
+#define S_DELIVERED 0x10u /* the host has a watch on this descriptor */
+#define S_STALE 0x20u     /* libcurl removed the socket since: the host's watch is stale */
+#define S_DIRTY 0x40u     /* listed in m->dirty */
 
-typedef struct mitem {
-    ecurl_transfer tr; /* first member: CURLOPT_PRIVATE points at it, and so at the item */
-    struct mitem *prev;
-    struct mitem *next;
-    lua_Integer id;
-    long timeout_ms;
-    long connect_timeout_ms;
-    int in_multi; /* added to the multi handle and not removed yet */
-    int failed;   /* err holds a failure found before libcurl ran */
-    ecurl_error err;
-} mitem;
-
-typedef struct {
-    mitem *head;
-    mitem *tail;
-    size_t n;
-} mlist;
-
-typedef struct {
-    CURLM *multi;
-    ecurl_config cfg; /* owned: see ecurl_config_init */
-    long max_conn;
-    mlist queued;  /* begun, waiting for a free slot */
-    mlist running; /* inside the multi handle */
-    mlist done;    /* finished, waiting for m:next() */
-    CURL **spare;  /* reset easy handles kept for the next transfers */
-    size_t nspare;
-    lua_Integer next_id;
-    int closed;
-} multi_t;
+static double now_ms(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+        return 0.0;
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
 
 /* ------------------------------------------------------------------------ */
 /* lists                                                                    */
 
-static void list_push(mlist *l, mitem *it)
+static void list_push(ecurl_mlist *l, ecurl_mitem *it)
 {
     it->next = NULL;
     it->prev = l->tail;
@@ -98,7 +46,7 @@ static void list_push(mlist *l, mitem *it)
     l->n++;
 }
 
-static void list_unlink(mlist *l, mitem *it)
+static void list_unlink(ecurl_mlist *l, ecurl_mitem *it)
 {
     if (it->prev)
         it->prev->next = it->next;
@@ -112,9 +60,9 @@ static void list_unlink(mlist *l, mitem *it)
     l->n--;
 }
 
-static mitem *list_find(const mlist *l, lua_Integer id)
+static ecurl_mitem *list_find(const ecurl_mlist *l, int64_t id)
 {
-    mitem *it;
+    ecurl_mitem *it;
     for (it = l->head; it; it = it->next) {
         if (it->id == id)
             return it;
@@ -123,32 +71,125 @@ static mitem *list_find(const mlist *l, lua_Integer id)
 }
 
 /* ------------------------------------------------------------------------ */
+/* libcurl's callbacks: they record, nothing more                           */
+
+/* Room for descriptor fd in m->socks and for one more dirty entry. */
+static int reserve_socket(ecurl_multi *m, size_t fd)
+{
+    if (fd >= m->nsocks) {
+        size_t n = m->nsocks ? m->nsocks : 64;
+        unsigned char *p;
+        while (n <= fd) {
+            if (n > ((size_t)-1) / 2)
+                return -1;
+            n *= 2;
+        }
+        p = (unsigned char *)realloc(m->socks, n);
+        if (!p)
+            return -1;
+        memset(p + m->nsocks, 0, n - m->nsocks);
+        m->socks = p;
+        m->nsocks = n;
+    }
+    if (m->ndirty == m->capdirty) {
+        size_t n = m->capdirty ? m->capdirty * 2 : 32;
+        int *p;
+        if (n > ((size_t)-1) / sizeof *p)
+            return -1;
+        p = (int *)realloc(m->dirty, n * sizeof *p);
+        if (!p)
+            return -1;
+        m->dirty = p;
+        m->capdirty = n;
+    }
+    return 0;
+}
+
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    ecurl_multi *m = (ecurl_multi *)userp;
+    unsigned int st, want;
+
+    (void)easy;
+    (void)socketp;
+    if (s == CURL_SOCKET_BAD || s < 0)
+        return 0;
+    if (reserve_socket(m, (size_t)s) != 0) {
+        /* libcurl then stops every transfer (CURLM_ABORTED_BY_CALLBACK): reported as out of memory. */
+        m->callback_oom = 1;
+        return -1;
+    }
+    switch (what) {
+    case CURL_POLL_IN: want = ECURL_WANT_READ; break;
+    case CURL_POLL_OUT: want = ECURL_WANT_WRITE; break;
+    case CURL_POLL_INOUT: want = ECURL_WANT_BOTH; break;
+    default: want = 0; break; /* CURL_POLL_NONE, CURL_POLL_REMOVE */
+    }
+    st = m->socks[s];
+    if (what == CURL_POLL_REMOVE && (st & S_DELIVERED))
+        st |= S_STALE; /* the socket is (about to be) closed: a new one may get its number */
+    st = (st & ~S_WANT) | want;
+    if (!(st & S_DIRTY)) {
+        st |= S_DIRTY;
+        m->dirty[m->ndirty++] = (int)s;
+    }
+    m->socks[s] = (unsigned char)st;
+    if ((size_t)s >= m->hisock)
+        m->hisock = (size_t)s + 1;
+    return 0;
+}
+
+static int on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    ecurl_multi *m = (ecurl_multi *)userp;
+
+    (void)multi;
+    if (timeout_ms < 0) {
+        m->timer_set = 0;
+    } else {
+        m->timer_set = 1;
+        m->timer_at_ms = now_ms() + (double)timeout_ms;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
 /* items and easy handles                                                   */
 
+ecurl_mitem *ecurl_multi_item_new(void)
+{
+    ecurl_mitem *it = (ecurl_mitem *)calloc(1, sizeof *it);
+    if (it)
+        ecurl_transfer_init(&it->tr);
+    return it;
+}
+
 /* Takes the item's easy handle out of the multi handle and keeps it for reuse (or frees it). */
-static void retire_easy(multi_t *m, mitem *it)
+static void retire_easy(ecurl_multi *m, ecurl_mitem *it)
 {
     CURL *easy;
-    if (it->in_multi && it->tr.easy)
+    if (it->in_multi && it->tr.easy && m->multi)
         curl_multi_remove_handle(m->multi, it->tr.easy);
     it->in_multi = 0;
     easy = ecurl_transfer_detach(&it->tr);
     if (!easy)
         return;
-    if (!m->closed && m->nspare < (size_t)m->max_conn)
+    if (!m->closed && m->spare && m->nspare < (size_t)m->max_conn)
         m->spare[m->nspare++] = easy;
     else
         curl_easy_cleanup(easy);
 }
 
-static void free_item(multi_t *m, mitem *it)
+void ecurl_multi_item_free(ecurl_multi *m, ecurl_mitem *it)
 {
+    if (!it)
+        return;
     retire_easy(m, it);
     ecurl_transfer_release(&it->tr);
     free(it);
 }
 
-static void fail_item(multi_t *m, mitem *it)
+static void fail_item(ecurl_multi *m, ecurl_mitem *it)
 {
     it->failed = 1;
     retire_easy(m, it);
@@ -156,12 +197,12 @@ static void fail_item(multi_t *m, mitem *it)
 }
 
 /* Moves queued transfers into the multi handle while there is a free slot; returns how many. */
-static int start_queued(multi_t *m)
+static int start_queued(ecurl_multi *m)
 {
     int started = 0;
 
-    while (m->queued.head && (long)m->running.n < m->max_conn) {
-        mitem *it = m->queued.head;
+    while (!m->closed && m->queued.head && (long)m->running.n < m->max_conn) {
+        ecurl_mitem *it = m->queued.head;
         ecurl_request req;
         CURLMcode mc;
         CURL *easy;
@@ -169,10 +210,11 @@ static int start_queued(multi_t *m)
         list_unlink(&m->queued, it);
         easy = m->nspare > 0 ? m->spare[--m->nspare] : curl_easy_init();
         if (!easy) {
-            ecurl_error_set(&it->err, ECURL_KIND_OOM, 0, -1, "cannot create a libcurl easy handle");
+            ecurl_error_set(&it->err, ECURL_KIND_OOM, -1, "cannot create a libcurl easy handle");
             fail_item(m, it);
             continue;
         }
+        /* What begin() did not keep in the transfer: the timeouts. */
         memset(&req, 0, sizeof req);
         req.timeout_ms = it->timeout_ms;
         req.connect_timeout_ms = it->connect_timeout_ms;
@@ -184,8 +226,8 @@ static int start_queued(multi_t *m)
         }
         mc = curl_multi_add_handle(m->multi, easy);
         if (mc != CURLM_OK) {
-            ecurl_error_set(&it->err, mc == CURLM_OUT_OF_MEMORY ? ECURL_KIND_OOM : ECURL_KIND_CONFIG,
-                            0, -1, "cannot start the transfer: %s", curl_multi_strerror(mc));
+            ecurl_error_set(&it->err, mc == CURLM_OUT_OF_MEMORY ? ECURL_KIND_OOM : ECURL_KIND_CONFIG, -1,
+                            "cannot start the transfer: %s", curl_multi_strerror(mc));
             fail_item(m, it);
             continue;
         }
@@ -197,23 +239,23 @@ static int start_queued(multi_t *m)
 }
 
 /* Moves every transfer libcurl reports finished from running to done. */
-static void collect(multi_t *m)
+static void collect(ecurl_multi *m)
 {
     CURLMsg *msg;
     int left;
 
-    while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
+    while (!m->closed && (msg = curl_multi_info_read(m->multi, &left)) != NULL) {
         /* msg does not survive curl_multi_remove_handle: copy what we need first */
         CURL *easy = msg->easy_handle;
         CURLcode code = msg->data.result;
         char *priv = NULL;
-        mitem *it;
+        ecurl_mitem *it;
 
         if (msg->msg != CURLMSG_DONE)
             continue;
         if (curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv) != CURLE_OK || priv == NULL)
             continue; /* not one of ours: cannot happen */
-        it = (mitem *)(void *)priv;
+        it = (ecurl_mitem *)(void *)priv;
         ecurl_transfer_complete(&it->tr, code);
         retire_easy(m, it);
         list_unlink(&m->running, it);
@@ -221,16 +263,42 @@ static void collect(multi_t *m)
     }
 }
 
-static void free_list(multi_t *m, mlist *l)
+static void free_list(ecurl_multi *m, ecurl_mlist *l)
 {
     while (l->head) {
-        mitem *it = l->head;
+        ecurl_mitem *it = l->head;
         list_unlink(l, it);
-        free_item(m, it);
+        ecurl_multi_item_free(m, it);
     }
 }
 
-static void multi_close(multi_t *m)
+/* ------------------------------------------------------------------------ */
+/* life cycle                                                               */
+
+int ecurl_multi_open(ecurl_multi *m, long max_conn, ecurl_error *err)
+{
+    m->max_conn = max_conn;
+    m->cfg.pipewait = 1;
+    if (!(m->spare = (CURL **)calloc((size_t)max_conn, sizeof *m->spare))) {
+        ecurl_error_set(err, ECURL_KIND_OOM, -1, "out of memory");
+        return -1;
+    }
+    m->multi = curl_multi_init();
+    if (!m->multi ||
+        curl_multi_setopt(m->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_conn) != CURLM_OK ||
+        curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, max_conn) != CURLM_OK ||
+        curl_multi_setopt(m->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX) != CURLM_OK ||
+        curl_multi_setopt(m->multi, CURLMOPT_SOCKETFUNCTION, on_socket) != CURLM_OK ||
+        curl_multi_setopt(m->multi, CURLMOPT_SOCKETDATA, (void *)m) != CURLM_OK ||
+        curl_multi_setopt(m->multi, CURLMOPT_TIMERFUNCTION, on_timer) != CURLM_OK ||
+        curl_multi_setopt(m->multi, CURLMOPT_TIMERDATA, (void *)m) != CURLM_OK) {
+        ecurl_error_set(err, ECURL_KIND_OOM, -1, "cannot create a libcurl multi handle");
+        return -1;
+    }
+    return 0;
+}
+
+void ecurl_multi_close(ecurl_multi *m)
 {
     size_t i;
 
@@ -247,365 +315,271 @@ static void multi_close(multi_t *m)
     free(m->spare);
     m->spare = NULL;
     if (m->multi) {
+        /* Its socket callback may still run in here (closing connections): the tables stay until after. */
         curl_multi_cleanup(m->multi);
         m->multi = NULL;
     }
+    free(m->socks);
+    m->socks = NULL;
+    m->nsocks = m->hisock = 0;
+    free(m->dirty);
+    m->dirty = NULL;
+    m->ndirty = m->capdirty = 0;
+    free(m->pfds);
+    m->pfds = NULL;
+    m->cappfds = 0;
+    m->timer_set = 0;
     ecurl_config_release(&m->cfg);
 }
 
 /* ------------------------------------------------------------------------ */
-/* Lua methods                                                              */
+/* transfers                                                                */
 
-static multi_t *check_multi(lua_State *L)
+int64_t ecurl_multi_submit(ecurl_multi *m, ecurl_mitem *it, long timeout_ms, long connect_timeout_ms)
 {
-    return (multi_t *)luaL_checkudata(L, 1, MULTI_MT);
-}
-
-static int push_error_kind(lua_State *L, ecurl_kind kind, const char *message)
-{
-    ecurl_error e;
-    ecurl_error_set(&e, kind, 0, -1, "%s", message);
-    return ecurl_lua_push_error(L, &e, -1);
-}
-
-static int push_mcode_error(lua_State *L, const char *what, CURLMcode mc)
-{
-    ecurl_error e;
-    ecurl_error_set(&e, mc == CURLM_OUT_OF_MEMORY ? ECURL_KIND_OOM : ECURL_KIND_CONFIG, 0, -1,
-                    "%s failed: %s", what, curl_multi_strerror(mc));
-    return ecurl_lua_push_error(L, &e, -1);
-}
-
-static int l_add(lua_State *L)
-{
-    multi_t *m = check_multi(L);
-    ecurl_request req;
-    ecurl_error err;
-    lua_Integer id;
-    mitem *it;
-    int base;
-
-    luaL_checktype(L, 2, LUA_TTABLE);
-    lua_settop(L, 2);
-    if (m->closed)
-        return push_error_kind(L, ECURL_KIND_CONFIG, "multi handle is closed");
-    /* Everything that can raise happens before the item is allocated. */
-    if (ecurl_lua_read_request(L, 2, &req, &base, &err) != 0)
-        return ecurl_lua_push_error(L, &err, -1);
-    /*
-     * Reading ran Lua (__index, finalizers), which may have closed the
-     * multi handle; nothing has been allocated yet. After this point no Lua
-     * runs until the id is pushed.
-     */
-    if (m->closed)
-        return push_error_kind(L, ECURL_KIND_CONFIG, "multi handle is closed");
-
-    it = (mitem *)calloc(1, sizeof *it);
-    if (!it)
-        return push_error_kind(L, ECURL_KIND_OOM, "out of memory");
-    ecurl_transfer_init(&it->tr);
-    if (ecurl_lua_begin_request(L, base, &it->tr, &m->cfg, &req, &err) != 0) {
-        free_item(m, it);
-        return ecurl_lua_push_error(L, &err, -1);
-    }
-    it->timeout_ms = req.timeout_ms;
-    it->connect_timeout_ms = req.connect_timeout_ms;
-    id = it->id = ++m->next_id;
+    it->timeout_ms = timeout_ms;
+    it->connect_timeout_ms = connect_timeout_ms;
+    it->id = ++m->next_id;
     list_push(&m->queued, it);
     start_queued(m);
-    lua_pushinteger(L, id);
-    return 1;
+    return it->id;
 }
 
-static int l_perform(lua_State *L)
+int ecurl_multi_cancel(ecurl_multi *m, int64_t id)
 {
-    multi_t *m = check_multi(L);
-    int round, running = 0;
-
-    if (m->closed)
-        return push_error_kind(L, ECURL_KIND_CONFIG, "multi handle is closed");
-    start_queued(m);
-    for (round = 0; round < PERFORM_ROUNDS; round++) {
-        CURLMcode mc = curl_multi_perform(m->multi, &running);
-        if (mc != CURLM_OK)
-            return push_mcode_error(L, "curl_multi_perform", mc);
-        collect(m);
-        if (start_queued(m) == 0)
-            break;
-    }
-    lua_pushinteger(L, (lua_Integer)(m->queued.n + m->running.n + m->done.n));
-    return 1;
-}
-
-/* What l_next hands to push_taken through lua_pcall. */
-typedef struct {
-    mitem *it;
-    int failed; /* err holds the failure to push */
-    ecurl_error err;
-} taken_t;
-
-/* Runs under lua_pcall (see l_next): pushes id, res | id, nil, err. May raise or run finalizers. */
-static int push_taken(lua_State *L)
-{
-    taken_t *tk = (taken_t *)lua_touserdata(L, 1);
-
-    lua_pushinteger(L, tk->it->id);
-    if (tk->failed)
-        return 1 + ecurl_lua_push_error(L, &tk->err, tk->it->failed ? -1 : tk->it->tr.elapsed_ms);
-    ecurl_lua_push_response(L, &tk->it->tr);
-    return 2;
-}
-
-static int l_next(lua_State *L)
-{
-    multi_t *m = check_multi(L);
-    taken_t tk;
-    int top, rc;
-
-    lua_settop(L, 1);
-    if (m->closed || !m->done.head)
-        return 0;
-
-    /*
-     * Unlink first, push after: pushing allocates, and a finalizer run by
-     * that allocation may call m:next, m:cancel or m:close. With the item
-     * in no list, none of them can reach it; it belongs to this call alone.
-     * The push runs protected, so the item is freed here even if it raises
-     * (out of memory), and then the error goes on.
-     */
-    tk.it = m->done.head;
-    list_unlink(&m->done, tk.it);
-    tk.failed = tk.it->failed;
-    if (tk.failed) {
-        tk.err = tk.it->err;
-    } else {
-        tk.failed = ecurl_transfer_error(&tk.it->tr, &m->cfg, &tk.err);
-    }
-
-    /* push_taken is an upvalue: pushing it allocates nothing, so nothing runs or raises here. */
-    top = lua_gettop(L);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushlightuserdata(L, &tk);
-    rc = lua_pcall(L, 1, LUA_MULTRET, 0);
-    free_item(m, tk.it);
-    if (rc != 0)
-        return lua_error(L);
-    return lua_gettop(L) - top;
-}
-
-static int clamp_ms(lua_Number ms)
-{
-    if (!(ms > 0))
-        return 0; /* also NaN */
-    if (ms >= (lua_Number)INT_MAX)
-        return INT_MAX;
-    return (int)ms;
-}
-
-static int l_wait(lua_State *L)
-{
-    multi_t *m = check_multi(L);
-    int ms = clamp_ms(luaL_checknumber(L, 2));
-    int numfds = 0;
-    CURLMcode mc;
-
-    if (m->closed)
-        return push_error_kind(L, ECURL_KIND_CONFIG, "multi handle is closed");
-    if (m->done.n > 0)
-        ms = 0; /* a result is waiting: never block */
-#if LIBCURL_VERSION_NUM >= 0x074200
-    mc = curl_multi_poll(m->multi, NULL, 0, ms, &numfds);
-#else
-    mc = curl_multi_wait(m->multi, NULL, 0, ms, &numfds);
-#endif
-    if (mc != CURLM_OK)
-        return push_mcode_error(L, "curl_multi_poll", mc);
-    lua_pushinteger(L, numfds);
-    return 1;
-}
-
-static int l_timeout(lua_State *L)
-{
-    multi_t *m = check_multi(L);
-    long ms = -1;
-
-    if (m->closed) {
-        lua_pushinteger(L, -1);
-        return 1;
-    }
-    if (m->done.n > 0 || (m->queued.n > 0 && (long)m->running.n < m->max_conn)) {
-        ms = 0;
-    } else if (curl_multi_timeout(m->multi, &ms) != CURLM_OK) {
-        ms = 0; /* unknown: let the caller call perform */
-    }
-    lua_pushinteger(L, (lua_Integer)ms);
-    return 1;
-}
-
-static int l_fds(lua_State *L)
-{
-    multi_t *m = check_multi(L);
-    fd_set rd, wr, ex;
-    int fd, maxfd = -1, n = 0;
-    CURLMcode mc;
-
-    lua_settop(L, 1);
-    if (m->closed) {
-        lua_newtable(L);
-        return 1;
-    }
-    FD_ZERO(&rd);
-    FD_ZERO(&wr);
-    FD_ZERO(&ex);
-    mc = curl_multi_fdset(m->multi, &rd, &wr, &ex, &maxfd);
-    if (mc != CURLM_OK)
-        return push_mcode_error(L, "curl_multi_fdset", mc);
-    lua_createtable(L, (int)m->running.n, 0);
-    for (fd = 0; fd <= maxfd && fd < FD_SETSIZE; fd++) {
-        int r = FD_ISSET(fd, &rd) != 0, w = FD_ISSET(fd, &wr) != 0, x = FD_ISSET(fd, &ex) != 0;
-        if (!r && !w && !x)
-            continue;
-        lua_createtable(L, 0, 3);
-        lua_pushinteger(L, fd);
-        lua_setfield(L, -2, "fd");
-        lua_pushboolean(L, r || x);
-        lua_setfield(L, -2, "read");
-        lua_pushboolean(L, w);
-        lua_setfield(L, -2, "write");
-        lua_rawseti(L, -2, ++n);
-    }
-    return 1;
-}
-
-static int l_cancel(lua_State *L)
-{
-    multi_t *m = check_multi(L);
-    lua_Integer id = luaL_checkinteger(L, 2);
-    mlist *lists[3];
+    ecurl_mlist *lists[3];
     int i;
 
-    if (m->closed) {
-        lua_pushboolean(L, 0);
-        return 1;
-    }
+    if (m->closed)
+        return 0;
     lists[0] = &m->queued;
     lists[1] = &m->running;
     lists[2] = &m->done;
     for (i = 0; i < 3; i++) {
-        mitem *it = list_find(lists[i], id);
+        ecurl_mitem *it = list_find(lists[i], id);
         if (it) {
             list_unlink(lists[i], it);
-            free_item(m, it);
+            ecurl_multi_item_free(m, it);
             start_queued(m);
-            lua_pushboolean(L, 1);
             return 1;
         }
     }
-    lua_pushboolean(L, 0);
-    return 1;
-}
-
-static int l_count(lua_State *L)
-{
-    multi_t *m = check_multi(L);
-    lua_pushinteger(L, (lua_Integer)(m->queued.n + m->running.n + m->done.n));
-    lua_pushinteger(L, (lua_Integer)m->running.n);
-    return 2;
-}
-
-static int l_close(lua_State *L)
-{
-    multi_close(check_multi(L));
     return 0;
 }
 
-static int l_tostring(lua_State *L)
+ecurl_mitem *ecurl_multi_take_done(ecurl_multi *m)
 {
-    multi_t *m = check_multi(L);
-    lua_pushfstring(L, "endaoment.partner.curl multi (%s, %d in flight): %p",
-                    m->closed ? "closed" : "open",
-                    (int)(m->queued.n + m->running.n + m->done.n), (void *)m);
-    return 1;
+    ecurl_mitem *it;
+    if (m->closed || !m->done.head)
+        return NULL;
+    it = m->done.head;
+    list_unlink(&m->done, it);
+    return it;
 }
 
 /* ------------------------------------------------------------------------ */
-/* curl.multi                                                               */
+/* driving                                                                  */
 
-static int l_multi(lua_State *L)
+long ecurl_multi_timer_ms(const ecurl_multi *m)
 {
-    ecurl_lua_options o;
-    ecurl_error err;
-    long max_conn = DEFAULT_MAX_CONNECTIONS;
-    multi_t *m;
+    double d;
+    long ms;
 
-    /* Every check that can raise runs before anything is allocated. */
-    ecurl_lua_read_options(L, "multi", &o);
-    lua_getfield(L, 1, "max_connections"); /* 6 */
-    if (!lua_isnil(L, 6)) {
-        lua_Number n;
-        if (lua_type(L, 6) != LUA_TNUMBER)
-            return luaL_error(L, "bad option 'max_connections' to 'multi' (number expected, got %s)",
-                              luaL_typename(L, 6));
-        n = lua_tonumber(L, 6);
-        if (!(n >= 1 && n <= MAX_CONNECTIONS_LIMIT) || n != (lua_Number)(long)n)
-            return luaL_error(L, "bad option 'max_connections' to 'multi' (an integer from 1 to %d "
-                                 "expected)",
-                              MAX_CONNECTIONS_LIMIT);
-        max_conn = (long)n;
-    }
-
-    m = (multi_t *)lua_newuserdata(L, sizeof *m);
-    memset(m, 0, sizeof *m);
-    m->max_conn = max_conn;
-    luaL_getmetatable(L, MULTI_MT);
-    lua_setmetatable(L, -2);
-
-    if (!(m->spare = (CURL **)calloc((size_t)max_conn, sizeof *m->spare))) {
-        multi_close(m);
-        return push_error_kind(L, ECURL_KIND_OOM, "out of memory");
-    }
-    /* The multi handle shares its DNS and connection caches; TLS sessions need a share. */
-    if (ecurl_config_init(&m->cfg, o.ca_file, o.ca_len, o.user_agent, o.ua_len, o.max_body,
-                          o.allow_http_loopback, 0, &err) != 0) {
-        multi_close(m);
-        return ecurl_lua_push_error(L, &err, -1);
-    }
-    m->multi = curl_multi_init();
-    if (!m->multi ||
-        curl_multi_setopt(m->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_conn) != CURLM_OK ||
-        curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, max_conn) != CURLM_OK) {
-        multi_close(m);
-        return push_error_kind(L, ECURL_KIND_OOM, "cannot create a libcurl multi handle");
-    }
-    return 1;
+    if (m->closed || !m->timer_set)
+        return -1;
+    d = m->timer_at_ms - now_ms();
+    if (d <= 0)
+        return 0;
+    if (d > 2147483647.0)
+        return 2147483647L;
+    ms = (long)d;
+    return (double)ms < d ? ms + 1 : ms; /* never early */
 }
 
-void ecurl_multi_register(lua_State *L)
+static int timer_due(const ecurl_multi *m)
 {
-    static const luaL_Reg methods[] = {
-        { "add", l_add },       { "perform", l_perform }, /* next: below, with an upvalue */
-        { "wait", l_wait },     { "timeout", l_timeout }, { "fds", l_fds },
-        { "cancel", l_cancel }, { "count", l_count },     { "close", l_close },
-        { NULL, NULL },
-    };
-    static const luaL_Reg meta[] = {
-        { "__gc", l_close },
-        { "__close", l_close },
-        { "__tostring", l_tostring },
-        { NULL, NULL },
-    };
+    return m->timer_set && m->timer_at_ms <= now_ms();
+}
 
-    luaL_newmetatable(L, MULTI_MT);
-    ecurl_lua_setfuncs(L, meta);
-    lua_newtable(L);
-    ecurl_lua_setfuncs(L, methods);
-    /* push_taken as an upvalue: on 5.1 and LuaJIT pushing a C function allocates (and may raise). */
-    lua_pushcfunction(L, push_taken);
-    lua_pushcclosure(L, l_next, 1);
-    lua_setfield(L, -2, "next");
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+/* The first failure wins; an aborted callback means one of ours ran out of memory. */
+static CURLMcode keep_first(CURLMcode first, CURLMcode mc, const ecurl_multi *m)
+{
+    if (first != CURLM_OK)
+        return first;
+#if LIBCURL_VERSION_NUM >= 0x075100
+    if (mc == CURLM_ABORTED_BY_CALLBACK && m->callback_oom)
+        return CURLM_OUT_OF_MEMORY;
+#else
+    (void)m;
+#endif
+    return mc;
+}
 
-    lua_pushcfunction(L, l_multi);
-    lua_setfield(L, -2, "multi");
+/*
+ * After socket actions: run the timer when it is due (one-shot: libcurl
+ * calls the timer callback again if it wants another), collect what
+ * finished, start what is queued, and go round while that gave libcurl
+ * something to do at once.
+ */
+static CURLMcode settle(ecurl_multi *m, CURLMcode first)
+{
+    int round, running = 0;
+
+    for (round = 0; round < DRIVE_ROUNDS && !m->closed; round++) {
+        if (timer_due(m)) {
+            m->timer_set = 0;
+            first = keep_first(first, curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0, &running),
+                               m);
+        }
+        collect(m);
+        if (start_queued(m) == 0 && !timer_due(m))
+            break;
+    }
+    return first;
+}
+
+size_t ecurl_multi_watched_count(const ecurl_multi *m)
+{
+    size_t fd, n = 0;
+    for (fd = 0; fd < m->hisock; fd++) {
+        if (m->socks[fd] & S_WANT)
+            n++;
+    }
+    return n;
+}
+
+size_t ecurl_multi_watched(const ecurl_multi *m, ecurl_sockchange *out, size_t cap)
+{
+    size_t fd, n = 0;
+    for (fd = 0; fd < m->hisock && n < cap; fd++) {
+        unsigned int want = m->socks[fd] & S_WANT;
+        if (want) {
+            out[n].fd = (int)fd;
+            out[n].want = (int)want;
+            n++;
+        }
+    }
+    return n;
+}
+
+CURLMcode ecurl_multi_drive(ecurl_multi *m, int wait_ms, int *nready)
+{
+    struct pollfd *p;
+    size_t fd, n = 0, i, need;
+    long t;
+    int rc, running = 0;
+    CURLMcode first = CURLM_OK;
+
+    *nready = 0;
+    if (m->closed)
+        return CURLM_BAD_HANDLE;
+    start_queued(m);
+    if (m->done.n > 0 || wait_ms < 0)
+        wait_ms = 0; /* a result is waiting: never block */
+    t = ecurl_multi_timer_ms(m);
+    if (t >= 0 && t < (long)wait_ms)
+        wait_ms = (int)t;
+
+    need = ecurl_multi_watched_count(m);
+    if (need > m->cappfds) {
+        void *np = realloc(m->pfds, need * sizeof(struct pollfd));
+        if (!np)
+            return CURLM_OUT_OF_MEMORY;
+        m->pfds = np;
+        m->cappfds = need;
+    }
+    p = (struct pollfd *)m->pfds;
+    for (fd = 0; fd < m->hisock && n < need; fd++) {
+        unsigned int want = m->socks[fd] & S_WANT;
+        if (!want)
+            continue;
+        p[n].fd = (int)fd;
+        p[n].events = (short)(((want & ECURL_WANT_READ) ? POLLIN : 0) | ((want & ECURL_WANT_WRITE) ? POLLOUT : 0));
+        p[n].revents = 0;
+        n++;
+    }
+    rc = poll(n ? p : NULL, (nfds_t)n, wait_ms);
+    if (rc < 0 && errno != EINTR)
+        return CURLM_INTERNAL_ERROR;
+    for (i = 0; rc > 0 && i < n && !m->closed; i++) {
+        short re = p[i].revents;
+        int ev = 0;
+        if (!re)
+            continue;
+        (*nready)++;
+        if ((re & (POLLIN | POLLPRI | POLLHUP | POLLERR)) && (p[i].events & POLLIN))
+            ev |= CURL_CSELECT_IN;
+        if ((re & (POLLOUT | POLLHUP | POLLERR)) && (p[i].events & POLLOUT))
+            ev |= CURL_CSELECT_OUT;
+        if (re & (POLLERR | POLLNVAL))
+            ev |= CURL_CSELECT_ERR;
+        /* A socket closed by an earlier action in this loop is unknown to libcurl now: it ignores it. */
+        first = keep_first(first, curl_multi_socket_action(m->multi, (curl_socket_t)p[i].fd, ev, &running), m);
+    }
+    if (m->closed)
+        return first;
+    return settle(m, first);
+}
+
+CURLMcode ecurl_multi_action(ecurl_multi *m, curl_socket_t fd, int ev_bitmask)
+{
+    int running = 0;
+    CURLMcode first = CURLM_OK;
+
+    if (m->closed)
+        return CURLM_BAD_HANDLE;
+    start_queued(m);
+    if (fd == CURL_SOCKET_TIMEOUT)
+        m->timer_set = 0; /* one-shot: libcurl sets it again if it wants another */
+    first = keep_first(first, curl_multi_socket_action(m->multi, fd, ev_bitmask, &running), m);
+    if (m->closed)
+        return first;
+    return settle(m, first);
+}
+
+/* ------------------------------------------------------------------------ */
+/* what a host's event loop learns                                          */
+
+size_t ecurl_multi_changes_bound(const ecurl_multi *m)
+{
+    return 2 * m->ndirty;
+}
+
+size_t ecurl_multi_changes(ecurl_multi *m, ecurl_sockchange *out, size_t cap)
+{
+    size_t i, n = 0, keep = 0;
+
+    for (i = 0; i < m->ndirty; i++) {
+        int fd = m->dirty[i];
+        unsigned int st = m->socks[fd];
+        unsigned int want = st & S_WANT, dw = (st & S_DW) >> S_DW_SHIFT;
+
+        if (n + 2 > cap) {
+            m->dirty[keep++] = fd; /* no room: reported next time */
+            continue;
+        }
+        st &= ~S_DIRTY;
+        if (st & S_STALE) {
+            out[n].fd = fd;
+            out[n].want = ECURL_WANT_REMOVE;
+            n++;
+            st &= ~(S_STALE | S_DELIVERED | S_DW);
+        }
+        if (want) {
+            if (!(st & S_DELIVERED) || dw != want) {
+                out[n].fd = fd;
+                out[n].want = (int)want;
+                n++;
+                st = (st & ~S_DW) | (want << S_DW_SHIFT) | S_DELIVERED;
+            }
+        } else if (st & S_DELIVERED) {
+            out[n].fd = fd;
+            out[n].want = ECURL_WANT_REMOVE;
+            n++;
+            st &= ~(S_DELIVERED | S_DW);
+        }
+        m->socks[fd] = (unsigned char)st;
+    }
+    m->ndirty = keep;
+    return n;
 }

@@ -58,12 +58,11 @@ static void printable_copy(char *dst, size_t cap, const char *src, size_t len)
     dst[n] = '\0';
 }
 
-void ecurl_error_set(ecurl_error *err, ecurl_kind kind, int retryable, int curl_code,
-                     const char *fmt, ...)
+void ecurl_error_set(ecurl_error *err, ecurl_kind kind, int curl_code, const char *fmt, ...)
 {
     va_list ap;
     err->kind = kind;
-    err->retryable = retryable;
+    err->retryable = 0;
     err->curl_code = curl_code;
     va_start(ap, fmt);
     if (vsnprintf(err->message, sizeof err->message, fmt, ap) < 0)
@@ -80,14 +79,28 @@ const char *ecurl_kind_name(ecurl_kind kind)
     case ECURL_KIND_TLS: return "tls";
     case ECURL_KIND_TOO_LARGE: return "too_large";
     case ECURL_KIND_OOM: return "oom";
+    case ECURL_KIND_UNKNOWN: return "unknown";
     case ECURL_KIND_NONE: break;
     }
     return "network";
 }
 
+const char *ecurl_http_version_name(long v)
+{
+    switch (v) {
+    case CURL_HTTP_VERSION_1_0: return "1.0";
+    case CURL_HTTP_VERSION_1_1: return "1.1";
+    case CURL_HTTP_VERSION_2_0: return "2";
+#if LIBCURL_VERSION_NUM >= 0x074200
+    case CURL_HTTP_VERSION_3: return "3";
+#endif
+    default: return NULL;
+    }
+}
+
 static void oom(ecurl_error *err)
 {
-    ecurl_error_set(err, ECURL_KIND_OOM, 0, -1, "out of memory");
+    ecurl_error_set(err, ECURL_KIND_OOM, -1, "out of memory");
 }
 
 int ecurl_global_init(void)
@@ -128,18 +141,74 @@ int ecurl_config_init(ecurl_config *cfg, const char *ca_file, size_t ca_len, con
     cfg->allow_http_loopback = allow_http_loopback;
     if ((ca_file && !(cfg->ca_file = dup_string(ca_file, ca_len))) ||
         (user_agent && !(cfg->user_agent = dup_string(user_agent, ua_len)))) {
-        ecurl_error_set(err, ECURL_KIND_OOM, 0, -1, "out of memory");
+        ecurl_error_set(err, ECURL_KIND_OOM, -1, "out of memory");
         return -1;
     }
     if (ecurl_global_init() != 0) {
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "curl_global_init failed");
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "curl_global_init failed");
         return -1;
     }
     cfg->share = curl_share_init();
     if (!cfg->share ||
         (share_dns && curl_share_setopt(cfg->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK) ||
         curl_share_setopt(cfg->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
-        ecurl_error_set(err, ECURL_KIND_OOM, 0, -1, "cannot create a libcurl share handle");
+        ecurl_error_set(err, ECURL_KIND_OOM, -1, "cannot create a libcurl share handle");
+        return -1;
+    }
+    return 0;
+}
+
+/* ASCII case-insensitive: "HTTP://" names the same scheme. */
+static int has_prefix(const char *s, size_t len, const char *prefix)
+{
+    size_t i, n = strlen(prefix);
+    if (len < n)
+        return 0;
+    for (i = 0; i < n; i++) {
+        if (lower((unsigned char)s[i]) != lower((unsigned char)prefix[i]))
+            return 0;
+    }
+    return 1;
+}
+
+const char *ecurl_proxy_problem(const char *s, size_t len, int is_list)
+{
+    static const char *const schemes[] = { "http://", "https://", "socks4://", "socks4a://",
+                                           "socks5://", "socks5h://", NULL };
+    size_t i;
+
+    if (len > ECURL_PROXY_MAX)
+        return "is too long";
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f || (c == ' ' && !is_list))
+            return is_list ? "contains a control character" : "contains a space or a control character";
+    }
+    if (is_list || len == 0)
+        return NULL;
+    for (i = 0; schemes[i]; i++) {
+        if (has_prefix(s, len, schemes[i]) && len > strlen(schemes[i]))
+            return NULL;
+    }
+    return "must be a URL: http://, https://, socks4://, socks4a://, socks5:// or socks5h:// and a host";
+}
+
+int ecurl_config_set_proxy(ecurl_config *cfg, const char *proxy, size_t proxy_len, const char *noproxy,
+                           size_t noproxy_len, ecurl_error *err)
+{
+    const char *why = NULL;
+
+    if (proxy && (why = ecurl_proxy_problem(proxy, proxy_len, 0)) != NULL) {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "proxy %s", why);
+        return -1;
+    }
+    if (noproxy && (why = ecurl_proxy_problem(noproxy, noproxy_len, 1)) != NULL) {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "no_proxy %s", why);
+        return -1;
+    }
+    if ((proxy && !(cfg->proxy = dup_string(proxy, proxy_len))) ||
+        (noproxy && !(cfg->noproxy = dup_string(noproxy, noproxy_len)))) {
+        oom(err);
         return -1;
     }
     return 0;
@@ -156,6 +225,10 @@ void ecurl_config_release(ecurl_config *cfg)
     cfg->ca_file = NULL;
     free((void *)cfg->user_agent);
     cfg->user_agent = NULL;
+    free((void *)cfg->proxy);
+    cfg->proxy = NULL;
+    free((void *)cfg->noproxy);
+    cfg->noproxy = NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -212,8 +285,10 @@ static const char *parse_octet(const char *p, int *out)
  * The host as libcurl's URL parser sees it (IPv4 forms normalised to dotted
  * decimal, IPv6 in brackets), so the check and the connection agree.
  * Anything unusual counts as "not loopback", which only makes us stricter.
+ * The rule is endaoment.partner.net.is_loopback_host's, case for case
+ * (spec/net_spec.lua runs both on one table).
  */
-static int is_loopback_host(const char *h)
+int ecurl_is_loopback_host(const char *h)
 {
     int i, octet = 0;
     const char *p = h;
@@ -231,6 +306,40 @@ static int is_loopback_host(const char *h)
         }
     }
     return *p == '\0';
+}
+
+/*
+ * Whether the host as written in url (after "://" and any user info, before
+ * the port, path, query or fragment) is exactly the host libcurl parsed,
+ * ASCII case aside. libcurl normalises numeric forms ("127.1", "0x7f.0.0.1",
+ * "2130706433" all become "127.0.0.1"); the loopback rule is about the
+ * canonical form only, as endaoment.partner.net's, which sees the written one.
+ */
+static int written_host_is(const char *url, const char *host)
+{
+    const char *p = strstr(url, "://"), *end, *q;
+    size_t n;
+
+    if (!p)
+        return 0;
+    p += 3;
+    end = p + strcspn(p, "/?#");
+    for (q = end; q > p; q--) {
+        if (q[-1] == '@') {
+            p = q;
+            break;
+        }
+    }
+    if (*p == '[') {
+        const char *close = (const char *)memchr(p, ']', (size_t)(end - p));
+        if (!close)
+            return 0;
+        n = (size_t)(close + 1 - p);
+    } else {
+        const char *colon = (const char *)memchr(p, ':', (size_t)(end - p));
+        n = (size_t)((colon ? colon : end) - p);
+    }
+    return ascii_ieq(p, n, host);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -296,6 +405,28 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
     return n;
 }
 
+/*
+ * Runs each time the request is about to go on the wire: the first time,
+ * and again whenever libcurl resends it by itself after a reused connection
+ * turned out dead. Counts, and refuses a send beyond max_sends.
+ */
+static int on_prereq(void *userp, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
+                     int conn_local_port)
+{
+    ecurl_transfer *tr = (ecurl_transfer *)userp;
+
+    (void)conn_primary_ip;
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    if (tr->max_sends > 0 && tr->sends >= tr->max_sends) {
+        tr->resend_refused = 1;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    tr->sends++;
+    return CURL_PREREQFUNC_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 /* transfer life cycle                                                      */
 
@@ -337,11 +468,16 @@ void ecurl_transfer_release(ecurl_transfer *tr)
     tr->gave_expect = 0;
     tr->gave_user_agent = 0;
     tr->gave_content_type = 0;
+    tr->no_resend = 0;
+    tr->max_sends = 0;
     tr->method[0] = '\0';
     tr->host[0] = '\0';
     tr->errbuf[0] = '\0';
+    tr->sends = 0;
+    tr->resend_refused = 0;
     tr->code = CURLE_OK;
     tr->status = 0;
+    tr->http_version = 0;
     tr->reused = 0;
     tr->elapsed_ms = 0.0;
 }
@@ -376,10 +512,12 @@ int ecurl_transfer_begin(ecurl_transfer *tr, const ecurl_config *cfg, const ecur
     if (mlen >= sizeof tr->method || !is_token(req->method, mlen)) {
         char shown[40];
         printable_copy(shown, sizeof shown, req->method, mlen);
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "invalid HTTP method '%s'", shown);
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "invalid HTTP method '%s'", shown);
         return -1;
     }
     memcpy(tr->method, req->method, mlen + 1);
+    tr->no_resend = req->no_resend != 0;
+    tr->max_sends = req->no_resend ? 1 : (req->max_sends > 0 ? req->max_sends : 0);
 
     tr->url = curl_url();
     if (!tr->url) {
@@ -401,10 +539,10 @@ int ecurl_transfer_begin(ecurl_transfer *tr, const ecurl_config *cfg, const ecur
         }
         printable_copy(shown, sizeof shown, req->url, strlen(req->url));
 #if LIBCURL_VERSION_NUM >= 0x075000
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "invalid URL '%s': %s", shown,
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "invalid URL '%s': %s", shown,
                         curl_url_strerror(uc));
 #else
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "invalid URL '%s' (CURLUcode %d)", shown,
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "invalid URL '%s' (CURLUcode %d)", shown,
                         (int)uc);
 #endif
         return -1;
@@ -413,20 +551,20 @@ int ecurl_transfer_begin(ecurl_transfer *tr, const ecurl_config *cfg, const ecur
 
     http = strcmp(scheme, "http") == 0;
     if (!http && strcmp(scheme, "https") != 0) {
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1,
                         "unsupported URL scheme '%s': https is required", scheme);
         goto fail;
     }
     if (http) {
-        if (!is_loopback_host(host)) {
-            ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+        if (!ecurl_is_loopback_host(host) || !written_host_is(req->url, host)) {
+            ecurl_error_set(err, ECURL_KIND_CONFIG, -1,
                             "https is required: refusing plain http to %s (plain http is only "
                             "allowed to loopback: 127.0.0.0/8, localhost, ::1)",
                             tr->host);
             goto fail;
         }
         if (!cfg->allow_http_loopback) {
-            ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+            ecurl_error_set(err, ECURL_KIND_CONFIG, -1,
                             "https is required: plain http to %s is disabled "
                             "(allow_http_loopback = false)",
                             tr->host);
@@ -440,7 +578,7 @@ int ecurl_transfer_begin(ecurl_transfer *tr, const ecurl_config *cfg, const ecur
 
     if (req->body) {
         if (method_is(tr, "HEAD")) {
-            ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1, "a HEAD request cannot have a body");
+            ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "a HEAD request cannot have a body");
             return -1;
         }
         /*
@@ -477,20 +615,26 @@ int ecurl_transfer_add_header(ecurl_transfer *tr, const char *name, size_t nlen,
 
     printable_copy(shown, sizeof shown, name, nlen);
     if (!is_token(name, nlen)) {
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1,
                         "invalid header name '%s': must be an RFC 9110 token", shown);
         return -1;
     }
     if (!ecurl_valid_field_value(value, vlen)) {
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1,
                         "invalid value for header '%s': contains CR, LF, NUL or another "
                         "control character",
                         shown);
         return -1;
     }
-    /* libcurl frames the body itself; a caller's copy could contradict it (request smuggling). */
-    if (ascii_ieq(name, nlen, "content-length") || ascii_ieq(name, nlen, "transfer-encoding")) {
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, -1,
+    /*
+     * The transport frames the request itself: a caller's copy of these
+     * could contradict it (request smuggling) or break connection reuse.
+     * The same four names endaoment.partner.net.RESERVED_HEADERS refuses at
+     * call time, and the nginx transport refuses too.
+     */
+    if (ascii_ieq(name, nlen, "content-length") || ascii_ieq(name, nlen, "transfer-encoding") ||
+        ascii_ieq(name, nlen, "host") || ascii_ieq(name, nlen, "connection")) {
+        ecurl_error_set(err, ECURL_KIND_CONFIG, -1,
                         "header '%s' is set by the transport and cannot be given", shown);
         return -1;
     }
@@ -562,17 +706,18 @@ int ecurl_transfer_setup(ecurl_transfer *tr, CURL *easy, const ecurl_config *cfg
      * (keep-alive), DNS cache and TLS sessions. Every option is applied
      * again below.
      *
-     * Known libcurl behaviour: when a request fails on a reused connection
-     * that the server had already closed, libcurl silently sends it again
-     * on a fresh connection (up to 5 times), even a POST that the server
-     * may have received.
-     * This C layer cannot turn that off (libcurl 7.88 has no option for it);
-     * the Lua facade sends an Idempotency-Key on every write so that a
-     * duplicate is harmless.
+     * When a request fails on a reused connection that the server had
+     * already closed, libcurl sends it again by itself on a fresh
+     * connection (up to 5 times), even a POST the server may have received.
+     * libcurl has no option to turn that off; on_prereq counts every send
+     * (and refuses those past max_sends), and a request that must never be
+     * resent gets a fresh connection, on which libcurl does not resend.
      */
     curl_easy_reset(easy);
     tr->easy = easy;
     tr->errbuf[0] = '\0';
+    tr->sends = 0;
+    tr->resend_refused = 0;
 
     SET(CURLOPT_ERRORBUFFER, tr->errbuf);
     SET(CURLOPT_PRIVATE, (void *)tr);
@@ -610,11 +755,25 @@ int ecurl_transfer_setup(ecurl_transfer *tr, CURL *easy, const ecurl_config *cfg
     SET(CURLOPT_WRITEDATA, (void *)tr);
     SET(CURLOPT_HEADERFUNCTION, on_header);
     SET(CURLOPT_HEADERDATA, (void *)tr);
+    SET(CURLOPT_PREREQFUNCTION, on_prereq);
+    SET(CURLOPT_PREREQDATA, (void *)tr);
+    if (tr->no_resend) {
+        /* libcurl resends only on a reused connection: this one is new, and closed afterwards. */
+        SET(CURLOPT_FRESH_CONNECT, 1L);
+        SET(CURLOPT_FORBID_REUSE, 1L);
+    }
+    if (cfg->pipewait)
+        SET(CURLOPT_PIPEWAIT, 1L);
     if (cfg->user_agent && !tr->gave_user_agent)
         SET(CURLOPT_USERAGENT, cfg->user_agent);
     if (tr->loopback_http) {
-        /* A proxy from the environment must not see (or redirect) plain-text loopback traffic. */
+        /* A proxy (given or from the environment) never sees plain-text loopback traffic. */
         SET(CURLOPT_PROXY, "");
+    } else {
+        if (cfg->proxy)
+            SET(CURLOPT_PROXY, cfg->proxy);
+        if (cfg->noproxy)
+            SET(CURLOPT_NOPROXY, cfg->noproxy);
     }
     SET(CURLOPT_HTTPHEADER, tr->headers);
 
@@ -641,7 +800,7 @@ fail:
     if (rc == CURLE_OUT_OF_MEMORY)
         oom(err);
     else
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, (int)rc, "libcurl rejected an option: %s",
+        ecurl_error_set(err, ECURL_KIND_CONFIG, (int)rc, "libcurl rejected an option: %s",
                         curl_easy_strerror(rc));
     return -1;
 }
@@ -653,6 +812,7 @@ void ecurl_transfer_complete(ecurl_transfer *tr, CURLcode code)
     long status = 0, connects = -1;
 
     tr->code = code;
+    tr->http_version = 0;
     tr->elapsed_ms = now_ms() - tr->started_ms;
     if (curl_easy_getinfo(tr->easy, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
         status = 0;
@@ -660,6 +820,8 @@ void ecurl_transfer_complete(ecurl_transfer *tr, CURLcode code)
     if (curl_easy_getinfo(tr->easy, CURLINFO_NUM_CONNECTS, &connects) != CURLE_OK)
         connects = -1;
     tr->reused = connects == 0;
+    if (curl_easy_getinfo(tr->easy, CURLINFO_HTTP_VERSION, &tr->http_version) != CURLE_OK)
+        tr->http_version = 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -699,25 +861,25 @@ static void tls_error(const ecurl_transfer *tr, const ecurl_config *cfg, const c
     /* Only the error-buffer text tells a wrong name from an unknown CA; both are CURLcode 60. */
     if (contains(detail, "subject name") || contains(detail, "common name") ||
         contains(detail, "does not match")) {
-        ecurl_error_set(err, ECURL_KIND_TLS, 0, code,
+        ecurl_error_set(err, ECURL_KIND_TLS, code,
                         "certificate does not match host %s: use the host name the certificate "
                         "was issued for (curl error %d: %s)",
                         tr->host, code, detail);
     } else if (tr->code == CURLE_SSL_CACERT_BADFILE) {
-        ecurl_error_set(err, ECURL_KIND_TLS, 0, code,
+        ecurl_error_set(err, ECURL_KIND_TLS, code,
                         "cannot load the CA certificates from %s: pass ca_file = a readable PEM "
                         "bundle (curl error %d: %s)",
                         cfg->ca_file ? cfg->ca_file : "libcurl's default bundle", code, detail);
     } else if (contains(detail, "local issuer") || contains(detail, "self-signed") ||
                contains(detail, "self signed") || contains(detail, "unable to get issuer") ||
                contains(detail, "unable to verify the first certificate")) {
-        ecurl_error_set(err, ECURL_KIND_TLS, 0, code,
+        ecurl_error_set(err, ECURL_KIND_TLS, code,
                         "certificate not trusted: pass ca_file = '/path/to/ca.pem' (the CA that "
                         "signed the server's certificate) or install it in the system store "
                         "(curl error %d: %s)",
                         code, detail);
     } else {
-        ecurl_error_set(err, ECURL_KIND_TLS, 0, code, "TLS failure with %s (curl error %d: %s)",
+        ecurl_error_set(err, ECURL_KIND_TLS, code, "TLS failure with %s (curl error %d: %s)",
                         tr->host, code, detail);
     }
 }
@@ -738,31 +900,48 @@ int ecurl_transfer_error(const ecurl_transfer *tr, const ecurl_config *cfg, ecur
     }
     switch (c) {
     case CURLE_OPERATION_TIMEDOUT:
-        ecurl_error_set(err, ECURL_KIND_TIMEOUT, 1, code,
+        ecurl_error_set(err, ECURL_KIND_TIMEOUT, code,
                         "request to %s timed out (curl error %d: %s)", tr->host, code, detail);
         break;
     case CURLE_FILESIZE_EXCEEDED:
-        ecurl_error_set(err, ECURL_KIND_TOO_LARGE, 0, code,
+        ecurl_error_set(err, ECURL_KIND_TOO_LARGE, code,
                         "response body is larger than max_response_bytes = %lu (curl error %d: %s)",
                         (unsigned long)tr->max_body, code, detail);
         break;
     case CURLE_WRITE_ERROR:
         if (tr->stop == ECURL_STOP_BODY)
-            ecurl_error_set(err, ECURL_KIND_TOO_LARGE, 0, code,
+            ecurl_error_set(err, ECURL_KIND_TOO_LARGE, code,
                             "response body is larger than max_response_bytes = %lu (stopped "
                             "reading it)",
                             (unsigned long)tr->max_body);
         else if (tr->stop == ECURL_STOP_HEADERS)
-            ecurl_error_set(err, ECURL_KIND_TOO_LARGE, 0, code,
+            ecurl_error_set(err, ECURL_KIND_TOO_LARGE, code,
                             "response headers are larger than %d bytes", ECURL_MAX_HEADER_BYTES);
         else if (tr->stop == ECURL_STOP_OOM)
-            ecurl_error_set(err, ECURL_KIND_OOM, 0, code, "out of memory reading the response");
+            ecurl_error_set(err, ECURL_KIND_OOM, code, "out of memory reading the response");
         else
-            ecurl_error_set(err, ECURL_KIND_NETWORK, 0, code,
+            ecurl_error_set(err, ECURL_KIND_UNKNOWN, code,
                             "network error with %s (curl error %d: %s)", tr->host, code, detail);
         break;
+    case CURLE_ABORTED_BY_CALLBACK:
+        if (!tr->resend_refused) {
+            ecurl_error_set(err, ECURL_KIND_UNKNOWN, code,
+                            "network error with %s (curl error %d: %s)", tr->host, code, detail);
+        } else if (tr->no_resend) {
+            ecurl_error_set(err, ECURL_KIND_NETWORK, code,
+                            "the connection to %s closed after the request was sent, before any "
+                            "answer, and this request must not be sent twice: not resent, so its "
+                            "outcome is unknown (check it before sending it again)",
+                            tr->host);
+        } else {
+            ecurl_error_set(err, ECURL_KIND_NETWORK, code,
+                            "the connection to %s closed after the request was sent, before any "
+                            "answer: not sent again, it went out %ld time%s already (max_retries)",
+                            tr->host, tr->sends, tr->sends == 1 ? "" : "s");
+        }
+        break;
     case CURLE_OUT_OF_MEMORY:
-        ecurl_error_set(err, ECURL_KIND_OOM, 0, code, "out of memory (curl error %d: %s)", code,
+        ecurl_error_set(err, ECURL_KIND_OOM, code, "out of memory (curl error %d: %s)", code,
                         detail);
         break;
     case CURLE_UNSUPPORTED_PROTOCOL:
@@ -770,7 +949,7 @@ int ecurl_transfer_error(const ecurl_transfer *tr, const ecurl_config *cfg, ecur
     case CURLE_NOT_BUILT_IN:
     case CURLE_BAD_FUNCTION_ARGUMENT:
     case CURLE_UNKNOWN_OPTION:
-        ecurl_error_set(err, ECURL_KIND_CONFIG, 0, code,
+        ecurl_error_set(err, ECURL_KIND_CONFIG, code,
                         "request refused by libcurl (curl error %d: %s)", code, detail);
         break;
     case CURLE_COULDNT_RESOLVE_HOST:
@@ -785,12 +964,19 @@ int ecurl_transfer_error(const ecurl_transfer *tr, const ecurl_config *cfg, ecur
 #if LIBCURL_VERSION_NUM >= 0x074200
     case CURLE_HTTP3:
 #endif
-        ecurl_error_set(err, ECURL_KIND_NETWORK, 1, code,
+        ecurl_error_set(err, ECURL_KIND_NETWORK, code,
                         "network error with %s (curl error %d: %s)", tr->host, code, detail);
         break;
+#if LIBCURL_VERSION_NUM >= 0x074900
+    case CURLE_PROXY:
+        ecurl_error_set(err, ECURL_KIND_NETWORK, code,
+                        "the proxy failed the connection to %s (curl error %d: %s)", tr->host, code,
+                        detail);
+        break;
+#endif
     default:
         /* Unknown failures are not retried: for a payment a duplicate is worse than an error. */
-        ecurl_error_set(err, ECURL_KIND_NETWORK, 0, code,
+        ecurl_error_set(err, ECURL_KIND_UNKNOWN, code,
                         "network error with %s (curl error %d: %s)", tr->host, code, detail);
         break;
     }

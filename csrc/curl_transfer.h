@@ -1,10 +1,11 @@
 /*
- * One HTTP exchange on a libcurl easy handle, with no Lua in it.
+ * One HTTP exchange on a libcurl easy handle, with no Lua in it (the Lua
+ * glue is csrc/curl_lua.h, csrc/curl.c and csrc/curl_lua_multi.c).
  *
  * The state of a transfer (URL, request headers, request body, response
- * buffers, limits, error buffer) lives in one struct so that the synchronous
- * transport (curl.c, curl_easy_perform) and a future multi-driven transport
- * (curl_multi_add_handle + CURLMSG_DONE) can share the same code:
+ * buffers, limits, error buffer) lives in one struct so that the blocking
+ * transport (curl.c, curl_easy_perform) and the multi engine
+ * (curl_multi.c, curl_multi_socket_action + CURLMSG_DONE) share the code:
  *
  *   ecurl_transfer_begin()       parse and check the URL, copy the body
  *   ecurl_transfer_add_header()  once per caller header (validated)
@@ -14,8 +15,17 @@
  *   ecurl_transfer_error() / ecurl_transfer_next_header() / tr->body
  *   ecurl_transfer_release()     free everything (idempotent)
  *
- * The libcurl callbacks only append to the C buffers below; nothing calls
- * into Lua until the transfer is complete.
+ * The libcurl callbacks only append to the C buffers below and count; nothing
+ * calls into Lua until the transfer is complete.
+ *
+ * Honest sends: libcurl sends a request again by itself when a reused
+ * keep-alive connection turns out dead before any answer (up to 5 times, a
+ * POST included). CURLOPT_PREREQFUNCTION runs each time a request is about to
+ * go on the wire, so tr->sends counts every one of them, and a transfer
+ * refuses a send beyond req->max_sends (CURLE_ABORTED_BY_CALLBACK,
+ * tr->resend_refused). A request that must not be resent (req->no_resend)
+ * also goes on a fresh connection that is closed afterwards: libcurl only
+ * resends on a reused one.
  */
 #ifndef EPARTNER_CURL_TRANSFER_H
 #define EPARTNER_CURL_TRANSFER_H
@@ -25,8 +35,8 @@
 
 #include "strbuf.h"
 
-#if !defined(LIBCURL_VERSION_NUM) || LIBCURL_VERSION_NUM < 0x074100
-#error "endaoment.partner.curl needs libcurl 7.65.0 or newer (CURLU, CURLOPT_MAXAGE_CONN)"
+#if !defined(LIBCURL_VERSION_NUM) || LIBCURL_VERSION_NUM < 0x075000
+#error "endaoment.partner.curl needs libcurl 7.80.0 or newer (CURLOPT_PREREQFUNCTION, CURLU, CURLOPT_MAXAGE_CONN)"
 #endif
 
 /* Total bytes of response header lines (all responses of one exchange). */
@@ -35,7 +45,16 @@
 #define ECURL_MAXAGE_CONN 30L
 #define ECURL_HOST_MAX 256
 #define ECURL_MESSAGE_MAX (CURL_ERROR_SIZE + 512)
+/* Proxy URLs and no-proxy lists: longer ones are refused. */
+#define ECURL_PROXY_MAX 2048
 
+/*
+ * What failed. Whether a failure is retried is not decided here: the one
+ * table for every transport is endaoment.partner.retry (Lua), by kind.
+ * ECURL_KIND_UNKNOWN is a failure libcurl reported that says nothing about
+ * whether the request reached the server (reported as kind "network", never
+ * retried: for a payment a duplicate is worse than an error).
+ */
 typedef enum {
     ECURL_KIND_NONE = 0,
     ECURL_KIND_CONFIG,
@@ -43,11 +62,13 @@ typedef enum {
     ECURL_KIND_TIMEOUT,
     ECURL_KIND_TLS,
     ECURL_KIND_TOO_LARGE,
-    ECURL_KIND_OOM
+    ECURL_KIND_OOM,
+    ECURL_KIND_UNKNOWN
 } ecurl_kind;
 
 typedef struct {
     ecurl_kind kind;
+    /* Always 0: retryability is decided by kind in Lua (endaoment.partner.retry). */
     int retryable;
     int curl_code; /* -1: found before libcurl ran */
     char message[ECURL_MESSAGE_MAX];
@@ -57,8 +78,11 @@ typedef struct {
 typedef struct {
     const char *ca_file;    /* NULL: libcurl's compiled-in default */
     const char *user_agent; /* NULL: send none */
+    const char *proxy;      /* NULL: libcurl reads the environment; "": no proxy */
+    const char *noproxy;    /* NULL: libcurl reads no_proxy / NO_PROXY */
     size_t max_body;
     int allow_http_loopback;
+    int pipewait; /* multi: wait for a connection that can multiplex (HTTP/2) */
     CURLSH *share; /* NULL allowed */
 } ecurl_config;
 
@@ -69,6 +93,8 @@ typedef struct {
     size_t body_len;
     long timeout_ms;
     long connect_timeout_ms;
+    long max_sends; /* most times on the wire, libcurl's own resends included; 0: no limit */
+    int no_resend;  /* never resend: a fresh connection, closed afterwards, and max_sends 1 */
 } ecurl_request;
 
 /* Why a callback stopped the transfer (libcurl then reports CURLE_WRITE_ERROR). */
@@ -90,13 +116,19 @@ typedef struct ecurl_transfer {
     int gave_expect;
     int gave_user_agent;
     int gave_content_type;
+    int no_resend;
+    long max_sends;
     char method[32];
     char host[ECURL_HOST_MAX];
     char errbuf[CURL_ERROR_SIZE];
     double started_ms;
+    /* counted while libcurl runs */
+    long sends;         /* times the request went on the wire (CURLOPT_PREREQFUNCTION) */
+    int resend_refused; /* a send beyond max_sends was stopped */
     /* results, valid after ecurl_transfer_complete() */
     CURLcode code;
     long status;
+    long http_version; /* CURLINFO_HTTP_VERSION: CURL_HTTP_VERSION_1_1, _2_0, ... or 0 */
     int reused;
     double elapsed_ms;
 } ecurl_transfer;
@@ -115,6 +147,18 @@ int ecurl_global_init(void);
  */
 int ecurl_config_init(ecurl_config *cfg, const char *ca_file, size_t ca_len, const char *user_agent,
                       size_t ua_len, size_t max_body, int allow_http_loopback, int share_dns, ecurl_error *err);
+/*
+ * The proxy of every transfer: proxy NULL leaves libcurl reading the
+ * environment (https_proxy, HTTPS_PROXY, all_proxy, ALL_PROXY), "" turns
+ * proxies off; noproxy NULL leaves libcurl reading no_proxy / NO_PROXY.
+ * Plain http (loopback only) never goes through a proxy. Checked: no
+ * control characters or spaces, a scheme libcurl proxies through. Returns 0,
+ * or -1 with err set.
+ */
+int ecurl_config_set_proxy(ecurl_config *cfg, const char *proxy, size_t proxy_len, const char *noproxy,
+                           size_t noproxy_len, ecurl_error *err);
+/* Why a proxy URL (is_list 0) or a no-proxy list (is_list 1) is refused; NULL if it is not. */
+const char *ecurl_proxy_problem(const char *s, size_t len, int is_list);
 /* Idempotent. Only after every easy handle using the share is cleaned up. */
 void ecurl_config_release(ecurl_config *cfg);
 
@@ -140,55 +184,22 @@ void ecurl_transfer_release(ecurl_transfer *tr);
  */
 CURL *ecurl_transfer_detach(ecurl_transfer *tr);
 
-void ecurl_error_set(ecurl_error *err, ecurl_kind kind, int retryable, int curl_code,
-                     const char *fmt, ...)
+void ecurl_error_set(ecurl_error *err, ecurl_kind kind, int curl_code, const char *fmt, ...)
 #if defined(__GNUC__)
-    __attribute__((format(printf, 5, 6)))
+    __attribute__((format(printf, 4, 5)))
 #endif
     ;
 const char *ecurl_kind_name(ecurl_kind kind);
+/* "1.0", "1.1", "2", "3" for a CURLINFO_HTTP_VERSION value; NULL when unknown. */
+const char *ecurl_http_version_name(long v);
+/*
+ * The one loopback rule (the same as endaoment.partner.net.is_loopback_host):
+ * "localhost", "[::1]", or 127.a.b.c in dotted decimal, each part 0-255
+ * without leading zeros. h is the host as libcurl's URL parser gives it.
+ */
+int ecurl_is_loopback_host(const char *h);
 /* Header-value rule shared with the user_agent option: no CTL except TAB. */
 int ecurl_valid_field_value(const char *v, size_t len);
-
-/*
- * Lua glue shared by curl.c (the blocking transport) and curl_multi.c (the
- * multi handle). Declared only where lua.h was included first, so that
- * curl_transfer.c stays free of Lua.
- */
-#ifdef LUA_VERSION_NUM
-
-#define ECURL_DEFAULT_MAX_BODY 8388608
-
-/* Options of curl.new and curl.multi; the strings live on the Lua stack (indexes 2-5). */
-typedef struct {
-    const char *ca_file; /* the system bundle when not given and readable */
-    size_t ca_len;
-    const char *user_agent;
-    size_t ua_len;
-    size_t max_body;
-    int allow_http_loopback;
-} ecurl_lua_options;
-
-void ecurl_lua_setfuncs(lua_State *L, const luaL_Reg *r);
-/* Pushes nil and { kind, message, curl_code?, retryable, elapsed_ms? }; returns 2. */
-int ecurl_lua_push_error(lua_State *L, const ecurl_error *e, double elapsed_ms);
-/* Pushes { status, headers, body, reused, elapsed_ms }. */
-void ecurl_lua_push_response(lua_State *L, ecurl_transfer *tr);
-/* Reads the options table at index 1 (settop 1, then fields at 2-5); raises on a bad option. */
-void ecurl_lua_read_options(lua_State *L, const char *fname, ecurl_lua_options *o);
-/*
- * Pushes the request table's fields (at idx) above *base and checks them;
- * nothing is allocated, and only a raising __index can raise. The strings in
- * req point into the stack: keep it until the transfer has begun.
- */
-int ecurl_lua_read_request(lua_State *L, int idx, ecurl_request *req, int *base, ecurl_error *err);
-/* ecurl_transfer_begin() plus every header of the request table; never raises. */
-int ecurl_lua_begin_request(lua_State *L, int base, ecurl_transfer *tr, const ecurl_config *cfg,
-                            const ecurl_request *req, ecurl_error *err);
-/* Adds curl.multi to the module table on the top of the stack (curl_multi.c). */
-void ecurl_multi_register(lua_State *L);
-
-#endif /* LUA_VERSION_NUM */
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

@@ -45,8 +45,8 @@
  * finalizer closes the descriptor, and a new lock taken in between would
  * then be dropped by that close.
  *
- * Lua 5.1 has no luaL_setfuncs outside the core's shim, so functions are
- * registered one by one with lua_pushcfunction/lua_setfield.
+ * Functions are registered with luaL_setfuncs (csrc/compat.c has its Lua 5.1
+ * shim, compiled into this module too).
  */
 /* Before any header: 64-bit off_t, for byte offsets up to 2^53 on 32-bit systems too. */
 #define _FILE_OFFSET_BITS 64
@@ -619,34 +619,48 @@ EPARTNER_EXPORT int luaopen_endaoment_partner_fs(lua_State *L);
 
 EPARTNER_EXPORT int luaopen_endaoment_partner_fs(lua_State *L)
 {
-    /* Field by field: no luaL_setfuncs, whose 5.1 shim lives in the core. */
+    static const luaL_Reg lock_meta[] = {
+        { "__gc", lock_unlock },
+        { "__close", lock_unlock },
+        { "__tostring", lock_tostring },
+        { NULL, NULL },
+    };
+    static const luaL_Reg lock_methods[] = {
+        { "unlock", lock_unlock },
+        { NULL, NULL },
+    };
+    static const luaL_Reg lockset_meta[] = {
+        { "__gc", lockset_close },
+        { "__close", lockset_close },
+        { "__tostring", lockset_tostring },
+        { NULL, NULL },
+    };
+    static const luaL_Reg lockset_methods[] = {
+        { "try", lockset_try },
+        { "release", lockset_unlock },
+        { "close", lockset_close },
+        { NULL, NULL },
+    };
+    static const luaL_Reg funcs[] = {
+        { "write_atomic", fs_write_atomic },
+        { "lock", fs_lock_open },
+        { "lockset", fs_lockset_open },
+        { "hash48", fs_hash48 },
+        { "isatty", fs_isatty },
+        { NULL, NULL },
+    };
+
     if (luaL_newmetatable(L, LOCK_MT)) {
-        lua_pushcfunction(L, lock_unlock);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, lock_unlock);
-        lua_setfield(L, -2, "__close");
-        lua_pushcfunction(L, lock_tostring);
-        lua_setfield(L, -2, "__tostring");
+        luaL_setfuncs(L, lock_meta, 0);
         lua_newtable(L);
-        lua_pushcfunction(L, lock_unlock);
-        lua_setfield(L, -2, "unlock");
+        luaL_setfuncs(L, lock_methods, 0);
         lua_setfield(L, -2, "__index");
     }
     lua_pop(L, 1);
     if (luaL_newmetatable(L, LOCKSET_MT)) {
-        lua_pushcfunction(L, lockset_close);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, lockset_close);
-        lua_setfield(L, -2, "__close");
-        lua_pushcfunction(L, lockset_tostring);
-        lua_setfield(L, -2, "__tostring");
+        luaL_setfuncs(L, lockset_meta, 0);
         lua_newtable(L);
-        lua_pushcfunction(L, lockset_try);
-        lua_setfield(L, -2, "try");
-        lua_pushcfunction(L, lockset_unlock);
-        lua_setfield(L, -2, "release");
-        lua_pushcfunction(L, lockset_close);
-        lua_setfield(L, -2, "close");
+        luaL_setfuncs(L, lockset_methods, 0);
         lua_setfield(L, -2, "__index");
     }
     lua_pop(L, 1);
@@ -659,15 +673,6 @@ EPARTNER_EXPORT int luaopen_endaoment_partner_fs(lua_State *L)
     lua_pop(L, 1);
 
     lua_newtable(L);
-    lua_pushcfunction(L, fs_write_atomic);
-    lua_setfield(L, -2, "write_atomic");
-    lua_pushcfunction(L, fs_lock_open);
-    lua_setfield(L, -2, "lock");
-    lua_pushcfunction(L, fs_lockset_open);
-    lua_setfield(L, -2, "lockset");
-    lua_pushcfunction(L, fs_hash48);
-    lua_setfield(L, -2, "hash48");
-    lua_pushcfunction(L, fs_isatty);
-    lua_setfield(L, -2, "isatty");
+    luaL_setfuncs(L, funcs, 0);
     return 1;
 }

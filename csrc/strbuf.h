@@ -19,9 +19,7 @@
 #define strbuf_init    epartner_strbuf_init
 #define strbuf_grow    epartner_strbuf_grow
 #define strbuf_free    epartner_strbuf_free
-#define strbuf_appendf epartner_strbuf_appendf
 #define strbuf_cstr    epartner_strbuf_cstr
-#define strbuf_detach  epartner_strbuf_detach
 
 typedef struct strbuf {
     char *data;   /* NULL until the first append */
@@ -36,6 +34,7 @@ enum {
     STRBUF_ELIMIT = -2  /* would exceed sb->limit */
 };
 
+/* printf-format checking for the core's message builders (core.h). */
 #if defined(__GNUC__)
 #define STRBUF_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #else
@@ -48,11 +47,8 @@ void strbuf_init(strbuf_t *sb);
 int strbuf_grow(strbuf_t *sb, size_t extra);
 /* Release the memory; the buffer is empty and reusable afterwards. */
 void strbuf_free(strbuf_t *sb);
-int strbuf_appendf(strbuf_t *sb, const char *fmt, ...) STRBUF_PRINTF(2, 3);
 /* NUL-terminated view of the contents (the NUL is not counted in len); NULL on failure. */
 const char *strbuf_cstr(strbuf_t *sb);
-/* Hand the NUL-terminated memory to the caller (free() it); the buffer becomes empty. */
-char *strbuf_detach(strbuf_t *sb, size_t *len);
 #pragma GCC visibility pop
 
 static inline int strbuf_reserve(strbuf_t *sb, size_t extra)

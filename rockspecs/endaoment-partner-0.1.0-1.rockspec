@@ -37,26 +37,28 @@ build = {
   modules = {
     ["endaoment.partner.core"] = {
       sources = { "csrc/core.c", "csrc/core_json.c", "csrc/core_prepare.c", "csrc/core_sha256.c", "csrc/core_utf8.c",
-        "csrc/core_validate.c", "csrc/strbuf.c" },
+        "csrc/core_validate.c", "csrc/strbuf.c", "csrc/compat.c" },
       defines = { "_POSIX_C_SOURCE=200809L" },
       incdirs = { "csrc", "$(UUID_INCDIR)" },
       libdirs = { "$(UUID_LIBDIR)" },
       libraries = { "uuid" },
     },
     ["endaoment.partner.curl"] = {
-      sources = { "csrc/curl.c", "csrc/curl_multi.c", "csrc/curl_transfer.c", "csrc/strbuf.c" },
+      sources = { "csrc/curl.c", "csrc/curl_lua_multi.c", "csrc/curl_multi.c", "csrc/curl_transfer.c",
+        "csrc/strbuf.c", "csrc/compat.c" },
       defines = { "_POSIX_C_SOURCE=200809L" },
       incdirs = { "csrc", "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
       libraries = { "curl" },
     },
     ["endaoment.partner.fs"] = {
-      sources = { "csrc/fs.c" },
+      sources = { "csrc/fs.c", "csrc/compat.c" },
       defines = { "_POSIX_C_SOURCE=200809L" },
       incdirs = { "csrc" },
     },
     ["endaoment.partner"] = "lua/endaoment/partner.lua",
     ["endaoment.partner.retry"] = "lua/endaoment/partner/retry.lua",
+    ["endaoment.partner.net"] = "lua/endaoment/partner/net.lua",
     ["endaoment.partner.async"] = "lua/endaoment/partner/async.lua",
     ["endaoment.partner.journey"] = "lua/endaoment/partner/journey.lua",
     ["endaoment.partner.json"] = "lua/endaoment/partner/json.lua",
@@ -73,6 +75,7 @@ build = {
     ["endaoment.sandbox.rules"] = "lua/endaoment/sandbox/rules.lua",
     ["endaoment.sandbox.faults"] = "lua/endaoment/sandbox/faults.lua",
     ["endaoment.sandbox.server"] = "lua/endaoment/sandbox/server.lua",
+    ["endaoment.sandbox.dashboard"] = "lua/endaoment/sandbox/dashboard.lua",
   },
   install = {
     bin = {

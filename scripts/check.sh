@@ -80,7 +80,8 @@ if [ "$luajit_ok" = 1 ]; then
   LUA_CPATH="./build/luajit/?.so;;" run_suite "luajit" luajit spec/core_spec.lua spec/partner_retry_spec.lua \
     spec/partner_client_spec.lua spec/curl_transport_spec.lua spec/journey_spec.lua spec/partner_tls_spec.lua \
     spec/readme_spec.lua spec/async_spec.lua spec/fs_spec.lua spec/derive_key_spec.lua spec/derived_keys_spec.lua \
-    spec/store_spec.lua spec/journey_store_spec.lua spec/schema_parity_spec.lua spec/contract_spec.lua
+    spec/store_spec.lua spec/journey_store_spec.lua spec/schema_parity_spec.lua spec/contract_spec.lua \
+    spec/honest_sends_spec.lua spec/net_spec.lua spec/proxy_http2_spec.lua
 fi
 # The release as users get it: both rockspecs lint, a source rock packed offline from a
 # clean copy, installed and loaded for Lua 5.1, 5.3, 5.4 and LuaJIT from outside the
@@ -104,7 +105,8 @@ fi
 if command -v valgrind >/dev/null 2>&1; then
   run_suite "valgrind" "valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 $LUA" \
     spec/core_spec.lua spec/curl_transport_spec.lua spec/partner_retry_spec.lua spec/partner_client_spec.lua \
-    spec/async_spec.lua spec/fs_spec.lua spec/derive_key_spec.lua spec/journey_store_spec.lua
+    spec/async_spec.lua spec/fs_spec.lua spec/derive_key_spec.lua spec/journey_store_spec.lua \
+    spec/honest_sends_spec.lua spec/net_spec.lua spec/event_loop_spec.lua spec/proxy_http2_spec.lua
 fi
 # One source tree for every Lua: the 5.1 and 5.3 builds must compile cleanly.
 for v in lua5.1 lua5.3; do
@@ -121,6 +123,7 @@ done
 if command -v lua5.1 >/dev/null 2>&1; then
   run_suite "lua5.1 emulator" lua5.1 spec/sandbox_emulator_spec.lua
 fi
+
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -8,7 +8,8 @@ set -eu
 want_base="lua5.4 liblua5.4-dev lua5.1 lua5.3 lua-cjson lua-socket lua-argparse lua-busted lua-check
   libcurl4-openssl-dev uuid-dev pkg-config gcc make curl ca-certificates
   nginx-core libnginx-mod-http-lua openssl luajit2 libluajit2-5.1-dev liblua5.1-0-dev liblua5.3-dev valgrind
-  luarocks postgresql lua-sql-sqlite3 lua-sql-postgres sqlite3 lua-argparse"
+  luarocks postgresql lua-sql-sqlite3 lua-sql-postgres sqlite3 lua-argparse clang libclang-rt-14-dev
+  chromium fonts-dejavu-core tinyproxy lua-luv"
 want_luajit="luajit2 libluajit2-5.1-dev"
 want_nginx="nginx-core libnginx-mod-http-lua openssl"
 want_bench="wrk valgrind nginx-core libnginx-mod-http-lua"
@@ -29,6 +30,12 @@ for s in $sets; do
 done
 
 missing=""
+# The dashboard's browser tests run node and npm (spec/browser/). A Node.js
+# that came from elsewhere (with its own npm) is kept; only without one are
+# Debian's installed.
+case " $pkgs " in
+  *" chromium "*) command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm" ;;
+esac
 for p in $pkgs; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
     missing="$missing $p"

@@ -259,19 +259,34 @@ describe("retries over HTTP, exactly once", function()
     assert.equal(sub.grants[1].asyncGrantTransferId, grants[1].id)
   end)
 
-  it("survives libcurl's silent resend on a reused connection, even with max_retries = 0", function()
+  it("survives libcurl's silent resend on a reused connection, and counts it", function()
+    local _, fund, acct = setup_fund()
+    local c = new_client()
+    assert(c:whoami())                               -- leaves a kept-alive connection to reuse
+    fault({ path = "/v1/transfers/partner/grant-submissions", drop = true, after = true })
+    local _, err, meta = c:submit_grant(grant_body(fund, acct))
+    c:close()
+    assert.is_nil(err)
+    local keys = keys_of("/v1/transfers/partner/grant-submissions")
+    assert.equal(2, #keys)                           -- libcurl sent the POST twice,
+    assert.equal(2, meta.attempts)                   -- and meta says so,
+    assert.equal(keys[1], keys[2])                   -- with the same key,
+    assert.equal(1, #assert(client:list_fund_grants(fund.id)))   -- so one grant exists.
+  end)
+
+  it("with max_retries = 0 sends once: libcurl's resend on a reused connection is refused", function()
     local _, fund, acct = setup_fund()
     local c = new_client({ max_retries = 0 })
     assert(c:whoami())                               -- leaves a kept-alive connection to reuse
     fault({ path = "/v1/transfers/partner/grant-submissions", drop = true, after = true })
     local _, err, meta = c:submit_grant(grant_body(fund, acct))
     c:close()
-    assert.is_nil(err)
-    assert.equal(1, meta.attempts)                   -- we did not retry...
-    local keys = keys_of("/v1/transfers/partner/grant-submissions")
-    assert.equal(2, #keys)                           -- ...but libcurl sent the POST twice,
-    assert.equal(keys[1], keys[2])                   -- with the same key,
-    assert.equal(1, #assert(client:list_fund_grants(fund.id)))   -- so one grant exists.
+    assert.equal("network", err.kind)                -- the outcome is unknown...
+    assert.is_true(err.retryable)                    -- ...and safe to learn by resending the same body
+    assert.matches("not sent again", err.message)
+    assert.equal(1, meta.attempts)
+    assert.equal(1, #keys_of("/v1/transfers/partner/grant-submissions"))
+    assert.equal(1, #assert(client:list_fund_grants(fund.id)))   -- the first one was committed
   end)
 
   it("after a 429 with Retry-After: waits as told, one grant", function()

@@ -351,3 +351,130 @@ describe("helpers", function()
     assert.is_true(partner.validate("provision_user", user_body()))
   end)
 end)
+
+describe("call options, checked before any transport", function()
+  -- A custom transport that records every call: a refused option never reaches it.
+  local function recording()
+    local t = { calls = 0 }
+    function t.request() t.calls = t.calls + 1; return { status = 200, headers = {}, body = "{}" } end
+    return t
+  end
+
+  local BAD_HEADERS = {
+    { ["X-Bad\r\nName"] = "v" }, { ["x-ok"] = "a\r\nX-Injected: 1" }, { ["x-nul"] = "a\0b" }, { ["bad name"] = "v" },
+    { [""] = "v" }, { ["x-number"] = 5 }, { [1] = "x-positional: 1" }, { ["Content-Length"] = "0" },
+    { host = "evil.example" }, { ["transfer-encoding"] = "chunked" }, { Connection = "close" },
+  }
+
+  it("refuses bad opts.headers as invalid, naming the header, with any transport", function()
+    local t = recording()
+    local c = client(t)
+    for i, headers in ipairs(BAD_HEADERS) do
+      local name = next(headers)
+      for _, run in ipairs({
+        function() return c:whoami({ headers = headers }) end,
+        function() return c:record_cash_donation(cash_body(), { headers = headers }) end,
+        function() return c:request("POST", "/v1/x", "{}", { headers = headers }) end,
+      }) do
+        local res, err, meta = run()
+        assert.is_nil(res)
+        assert.equal("invalid", err.kind, "case " .. i)
+        assert.equal("opts.headers." .. tostring(name), err.field)
+        assert.equal(0, meta.attempts)
+        assert.is_nil(tostring(err):find("[\r\n%z]"), "case " .. i .. ": a control byte in the message")
+      end
+    end
+    local res, err = c:whoami({ headers = { ["X-Bad\r\nName"] = "v" } })
+    assert.is_nil(res)
+    assert.equal("opts.headers.X-Bad\r\nName", err.field)
+    assert.matches("opts.headers.X-Bad\\r\\nName", err.message, 1, true)
+    assert.equal(0, t.calls)
+    -- and the async twin refuses the same, before anything starts
+    local h, aerr = c:whoami_async({ headers = { ["X-Bad\r\nName"] = "v" } }, function() end)
+    assert.is_nil(h)
+    assert.equal("opts.headers.X-Bad\r\nName", aerr.field)
+    assert(c:whoami({ headers = { ["x-fine"] = "a\tb" } }))
+    assert.equal(1, t.calls)
+  end)
+
+  it("refuses a bad opts.timeout_ms as invalid", function()
+    local t = recording()
+    local c = client(t)
+    for _, v in ipairs({ 0, -1, 1.5, 86400001, 0 / 0, math.huge }) do
+      local _, err = c:whoami({ timeout_ms = v })
+      assert.equal("invalid", err.kind, tostring(v))
+      assert.equal("opts.timeout_ms", err.field)
+    end
+    local _, err = c:whoami({ timeout_ms = "5" })
+    assert.equal("opts.timeout_ms", err.field)
+    assert.equal(0, t.calls)
+    assert(c:whoami({ timeout_ms = 86400000 }))
+    assert.equal(1, t.calls)
+  end)
+end)
+
+describe("sends and the retry budget, through a scripted transport", function()
+  it("counts a transport's sends in meta.attempts and tells on_retry of each resend", function()
+    local t = scripted({ { status = 503 }, { status = 201, body = '{"id":"x"}' } })
+    local answers, budgets = { 1, 3 }, {}
+    local request = t.request
+    t.request = function(self, req)
+      budgets[#budgets + 1] = req.max_sends
+      local res, err = request(self, req)
+      if res then res.sends = table.remove(answers, 1) end
+      return res, err
+    end
+    local seen = {}
+    local _, err, meta = client(t, { max_retries = 5, on_retry = function(info) seen[#seen + 1] = info end })
+      :record_cash_donation(cash_body())
+    assert.is_nil(err)
+    assert.equal(4, meta.attempts)
+    assert.same({ 6, 5 }, budgets)                   -- max_retries + 1 sends in all, resends included
+    assert.same({ 1, 2, 3 }, { seen[1].attempt, seen[2].attempt, seen[3].attempt })
+    assert.same({ false, true, true }, { seen[1].resent == true, seen[2].resent, seen[3].resent })
+  end)
+
+  it("gives a write that must not be resent a budget of one send", function()
+    local t = scripted({ { status = 200 } })
+    client(t, { bearer_token = "tok", max_retries = 4 }):cancel_async_grant(partner.uuid4())
+    assert.is_false(t.requests[1].retry_safe)
+    assert.equal(1, t.requests[1].max_sends)
+  end)
+
+  it("retries by kind, from the one table, when a transport does not say", function()
+    for kind, retried in pairs({ network = true, timeout = true, tls = false, too_large = false, unknown = false,
+      config = false }) do
+      local t = scripted({ { err = { kind = kind, message = "m" } }, { status = 200 } })
+      local _, err, meta = client(t):whoami()
+      assert.equal(retried and 2 or 1, meta.attempts, kind)
+      if not retried then
+        assert.equal((kind == "too_large" or kind == "unknown") and "network" or kind, err.kind)
+        assert.is_false(err.retryable)
+      end
+    end
+  end)
+end)
+
+describe("partner.new's errors", function()
+  it("point at the line that called partner.new, whatever the check that failed", function()
+    local cases = {
+      { api_key = "k", environment = "dev", timout_ms = 5 },
+      { api_key = "k", environment = "dev", max_connections = 513 },
+      { api_key = "k", environment = "dev", timeout_ms = 86400001 },
+      { api_key = "k", environment = "dev", proxy = "ftp://x" },
+      { api_key = "k", base_url = "http://127.999.0.1:8787" },
+      { api_key = "k", environment = "dev", transport = {} },
+      { api_key = "k", environment = "dev", transport = "carrier-pigeon" },
+      { api_key = "k", environment = "dev", proxy = "http://127.0.0.1:3128", transport = { request = function() end } },
+      { api_key = "k", environment = "dev", ca_file = "/nonexistent/ca.pem" },
+    }
+    for i, opts in ipairs(cases) do
+      local ok, msg = pcall(function()
+        local c = partner.new(opts) -- not a tail call: the caller's line is reported
+        return c
+      end)
+      assert.is_false(ok, "case " .. i)
+      assert.matches("partner_retry_spec%.lua:%d+: endaoment%.partner%.new: ", msg)
+    end
+  end)
+end)

@@ -129,7 +129,7 @@ describe("quickstart", function()
     assert.is_true(ran >= 1, "no runnable snippet found")
   end)
 
-  for _, name in ipairs({ "journey", "stock_donation", "error_handling", "game_loop" }) do
+  for _, name in ipairs({ "journey", "stock_donation", "error_handling", "game_loop", "luv_loop" }) do
     it("runs examples/" .. name .. ".lua as its header says", function()
       local src = read("examples/" .. name .. ".lua")
       local header = src:match("^(.-)\n[^%-]")
@@ -148,6 +148,7 @@ describe("quickstart", function()
         end
         assert(code == 0, cmd .. "\n" .. out)
         if name == "game_loop" then assert.matches("100 grants submitted: 100 accepted, 0 failed", out, 1, true) end
+        if name == "luv_loop" then assert.matches("200 donations: 200 recorded, 0 failed", out, 1, true) end
       end
     end)
   end
@@ -158,7 +159,7 @@ describe("quickstart", function()
     for f in p:lines() do names[#names + 1] = f:match("examples/(.-)%.lua$") end
     p:close()
     table.sort(names)
-    assert.same({ "error_handling", "game_loop", "journey", "stock_donation" }, names)
+    assert.same({ "error_handling", "game_loop", "journey", "luv_loop", "stock_donation" }, names)
   end)
 
   it("game_loop fails loudly when it cannot start its sandbox", function()

@@ -84,6 +84,35 @@ describe("nginx transports (unit)", function()
     end)
   end
 
+  it("checks call options before the transport runs (a cosocket here would raise)", function()
+    local c = partner.new({ api_key = "k", environment = "dev" })
+    assert.equal("ngx", c.transport.name)
+    for _, opts in ipairs({ { headers = { ["X-Bad\r\nName"] = "v" } }, { headers = { ["content-length"] = "1" } },
+      { headers = { connection = "close" } }, { timeout_ms = 0 } }) do
+      local res, err, meta = c:whoami(opts)
+      assert.is_nil(res)
+      assert.equal("invalid", err.kind)
+      assert.matches("^opts%.", err.field)
+      assert.equal(0, meta.attempts)
+    end
+    -- and the transport itself refuses what the libcurl one refuses, before any socket
+    local _, err = c.transport:request({ method = "GET", url = "https://api.dev.endaoment.org/x",
+      headers = { Host = "evil.example" } })
+    assert.equal("config", err.kind)
+    _, err = c.transport:request({ method = "GET", url = "http://10.0.0.1/x" })
+    assert.equal("config", err.kind)
+    assert.matches("https is required", err.message)
+  end)
+
+  it("refuses the proxy options: cosockets use no proxy", function()
+    for _, o in ipairs({ { proxy = "http://127.0.0.1:3128" }, { no_proxy = "example.com" } }) do
+      o.api_key, o.environment = "k", "dev"
+      local ok, msg = pcall(partner.new, o)
+      assert.is_false(ok)
+      assert.matches("use no proxy", msg)
+    end
+  end)
+
   describe("transport = 'resty_http'", function()
     local function client(extra)
       local o = { api_key = "key-1234", environment = "dev", transport = "resty_http", retry_base_ms = 1 }

@@ -8,6 +8,10 @@
 local core = require "endaoment.partner.core"
 local cjson = require "cjson.safe"
 local retry = require "endaoment.partner.retry"
+local net = require "endaoment.partner.net"
+-- The *_async twins and the event-loop methods, mixed into Client below
+-- (libcurl itself is loaded on the first async call only).
+local async = require "endaoment.partner.async"
 
 local M = {}
 
@@ -94,95 +98,81 @@ local OPTION_TYPES = {
   api_key = "string", environment = "string", base_url = "string", bearer_token = "string",
   timeout_ms = "number", connect_timeout_ms = "number", max_retries = "number",
   retry_base_ms = "number", retry_cap_ms = "number", retry_after_cap_ms = "number",
-  max_response_bytes = "number", strict = "boolean", ca_file = "string",
+  max_response_bytes = "number", strict = "boolean", ca_file = "string", proxy = "string", no_proxy = "string",
   transport = "any", user_agent = "string", random = "function", on_retry = "function",
   max_connections = "number", on_error = "function", key_namespace = "string", derive_keys = "boolean",
 }
 
--- Parses base_url strictly: scheme, host (name, IPv4 or [IPv6]), optional
--- port, optional path. No userinfo, no backslash, no whitespace: a custom
--- transport must never read "http://127.0.0.1@evil.example" as loopback.
-local function parse_base_url(url)
-  if url:find("[%s@\\%c]") or url:find("[?#]") then return nil end
-  local scheme, rest = url:match("^(https?)://(.+)$")
-  if not scheme then return nil end
-  local host, tail = rest:match("^(%[[%x:%.]+%])(.*)$")
-  if not host then host, tail = rest:match("^([%w%.%-]+)(.*)$") end
-  if not host or host:find("^[%.%-]") or host:find("%.%.") then return nil end
-  local port, path = tail:match("^:(%d+)(.*)$")
-  if port then
-    if tonumber(port) < 1 or tonumber(port) > 65535 then return nil end
-  else
-    path = tail
-  end
-  if path ~= "" and path:sub(1, 1) ~= "/" then return nil end
-  return scheme, host:lower()
-end
+local parse_base_url = net.parse_base_url
+local is_loopback_host = net.is_loopback_host
 
-local function is_loopback_host(host)
-  host = host:gsub("^%[(.*)%]$", "%1")
-  return host == "localhost" or host == "::1" or host:match("^127%.%d+%.%d+%.%d+$") ~= nil
-end
-
+-- Every option of partner.new, checked in one place. Returns nil, or the
+-- message of the first problem (partner.new raises it at its caller).
 local function check_options(opts)
-  if type(opts) ~= "table" then
-    error("endaoment.partner.new: options must be a table", 3)
-  end
+  if type(opts) ~= "table" then return "options must be a table" end
   for k, v in pairs(opts) do
     local want = OPTION_TYPES[k]
-    if not want then error("endaoment.partner.new: unknown option '" .. tostring(k) .. "'", 3) end
+    if not want then return "unknown option '" .. tostring(k) .. "'" end
     if want ~= "any" and type(v) ~= want then
-      error(string.format("endaoment.partner.new: option %s must be a %s", k, want), 3)
+      return string.format("option %s must be a %s", k, want)
     end
   end
-  local function positive(name, allow_zero)
+  local function whole(name, lo, hi)
     local v = opts[name]
-    if v ~= nil and (v ~= math.floor(v) or v < 0 or (v == 0 and not allow_zero)) then
-      error("endaoment.partner.new: option " .. name .. " must be a positive whole number", 3)
+    if v ~= nil and (v ~= v or v == math.huge or v ~= math.floor(v) or v < lo or (hi and v > hi)) then
+      return "option " .. name .. " must be a whole number from " .. lo .. (hi and (" to " .. hi) or " up")
     end
   end
-  positive("timeout_ms"); positive("connect_timeout_ms"); positive("max_retries", true)
-  positive("retry_base_ms", true); positive("retry_cap_ms", true); positive("retry_after_cap_ms", true)
-  positive("max_response_bytes")
+  local why = whole("timeout_ms", 1, net.MAX_TIMEOUT_MS) or whole("connect_timeout_ms", 1, net.MAX_TIMEOUT_MS) or
+    whole("max_retries", 0) or whole("retry_base_ms", 0) or whole("retry_cap_ms", 0) or
+    whole("retry_after_cap_ms", 0) or whole("max_response_bytes", 1, 1073741824) or
+    whole("max_connections", 1, async.MAX_CONNECTIONS)
+  if why then return why end
   for _, name in ipairs({ "api_key", "bearer_token" }) do
     local v = opts[name]
     if v ~= nil then
       local ok, msg = core.header_value_ok(v)
       if not ok or v == "" then
-        error("endaoment.partner.new: option " .. name .. " is not a valid header value: " ..
-          (msg or "empty"), 3)
+        return "option " .. name .. " is not a valid header value: " .. (msg or "empty")
       end
     end
   end
+  if opts.user_agent ~= nil then
+    local ok, msg = core.header_value_ok(opts.user_agent)
+    if not ok then return "option user_agent is not a valid header value: " .. tostring(msg) end
+  end
+  for _, name in ipairs({ "proxy", "no_proxy" }) do
+    local problem = opts[name] ~= nil and net.proxy_problem(opts[name], name == "no_proxy")
+    if problem then return "option " .. name .. " " .. problem end
+  end
   if opts.key_namespace ~= nil and not core.is_uuid(opts.key_namespace) then
-    error("endaoment.partner.new: option key_namespace must be a UUID string (got '" ..
-      opts.key_namespace .. "')", 3)
+    return "option key_namespace must be a UUID string (got '" .. opts.key_namespace .. "')"
   end
   if not opts.api_key and not opts.bearer_token then
-    error("endaoment.partner.new: api_key is required (or bearer_token for OAuth-only use)", 3)
+    return "api_key is required (or bearer_token for OAuth-only use)"
   end
   if opts.environment and opts.base_url then
-    error("endaoment.partner.new: give environment or base_url, not both", 3)
+    return "give environment or base_url, not both"
   end
   if opts.environment then
     if not M.ENVIRONMENTS[opts.environment] then
-      error("endaoment.partner.new: environment must be one of production, staging, dev (got '" ..
-        opts.environment .. "')", 3)
+      return "environment must be one of production, staging, dev (got '" .. opts.environment .. "')"
     end
   elseif opts.base_url then
     local scheme, host = parse_base_url(opts.base_url)
     if not scheme then
-      error("endaoment.partner.new: base_url must be scheme://host[:port][/path], with no user " ..
-        "info, query or spaces (got '" .. opts.base_url .. "')", 3)
+      return "base_url must be scheme://host[:port][/path], with no user info, query or spaces (got '" ..
+        opts.base_url .. "')"
     end
     if scheme == "http" and not is_loopback_host(host) then
-      error("endaoment.partner.new: base_url must be https:// (plain http only to a loopback " ..
-        "address such as the sandbox)", 3)
+      return "base_url must be https:// (plain http only to a loopback address such as the sandbox: " ..
+        "localhost, 127.0.0.0/8, [::1])"
     end
   else
-    error("endaoment.partner.new: environment ('production', 'staging' or 'dev') or base_url is " ..
-      "required; there is no default, so that nothing reaches production by accident", 3)
+    return "environment ('production', 'staging' or 'dev') or base_url is required; there is no default, " ..
+      "so that nothing reaches production by accident"
   end
+  return nil
 end
 
 ---------------------------------------------------------------------------
@@ -191,6 +181,9 @@ end
 
 local Client = {}
 Client.__index = Client
+-- poll, wait, pending, fds, timeout_ms and the socket interface (socket_changes,
+-- socket_action, timer_ms): endaoment.partner.async's methods, mixed in here.
+for name, fn in pairs(async.methods) do Client[name] = fn end
 
 local function redact(key)
   if not key then return "none" end
@@ -206,15 +199,17 @@ local function lua_version()
   return _VERSION
 end
 
+-- The transport for the options: a table, or one of ours. Returns it, or
+-- nil and the message of what is wrong with the choice.
 local function pick_transport(cfg, choice)
   if type(choice) == "table" then
     if type(choice.request) ~= "function" then
-      error("endaoment.partner.new: transport must have a request(req) method", 3)
+      return nil, "transport must have a request(req) method"
     end
     return choice
   end
   if choice ~= nil and choice ~= "auto" and choice ~= "curl" and choice ~= "ngx" and choice ~= "resty_http" then
-    error("endaoment.partner.new: transport must be 'auto', 'curl', 'ngx', 'resty_http' or a table", 3)
+    return nil, "transport must be 'auto', 'curl', 'ngx', 'resty_http' or a table"
   end
   if choice == "resty_http" then
     return require("endaoment.partner.transport.ngx").new_resty_http(cfg)
@@ -226,14 +221,20 @@ local function pick_transport(cfg, choice)
   local tcurl = require "endaoment.partner.transport.curl"
   local t, err = tcurl.new(cfg)
   if not t then
-    error("endaoment.partner.new: the libcurl transport cannot load (" .. tostring(err) ..
-      "); build it with `make`, or pass transport = <your transport>", 3)
+    return nil, "the libcurl transport cannot load (" .. tostring(err) ..
+      "); build it with `make`, or pass transport = <your transport>"
   end
   return t
 end
 
+-- Every error of new() is raised here, pointing at new()'s caller.
+local function new_failed(message)
+  error("endaoment.partner.new: " .. message, 3)
+end
+
 function M.new(opts)
-  check_options(opts)
+  local why = check_options(opts)
+  if why then new_failed(why) end
   local self = setmetatable({}, Client)
   self.api_key = opts.api_key
   self.bearer_token = opts.bearer_token
@@ -247,6 +248,7 @@ function M.new(opts)
   self.key_namespace = (opts.key_namespace or core.DEFAULT_KEY_NAMESPACE):lower()
   self.derive_keys = opts.derive_keys ~= false
   self.on_retry = opts.on_retry
+  self.on_error = opts.on_error
   self.retry = {
     max_retries = opts.max_retries or retry.DEFAULTS.max_retries,
     retry_base_ms = opts.retry_base_ms or retry.DEFAULTS.retry_base_ms,
@@ -254,24 +256,37 @@ function M.new(opts)
     retry_after_cap_ms = opts.retry_after_cap_ms or retry.DEFAULTS.retry_after_cap_ms,
   }
   local cfg = {
-    ca_file = opts.ca_file,
+    ca_file = opts.ca_file, proxy = opts.proxy, no_proxy = opts.no_proxy,
     max_response_bytes = opts.max_response_bytes or 8 * 1024 * 1024,
     timeout_ms = self.request_timeout_ms, connect_timeout_ms = self.connect_timeout_ms,
   }
-  self.transport = pick_transport(cfg, opts.transport)
-  if opts.ca_file ~= nil and self.transport.name == "curl" then
+  -- What the async client's libcurl multi handle is made with, on the first async call.
+  self._async_opts = { max_connections = opts.max_connections, ca_file = opts.ca_file, proxy = opts.proxy,
+    no_proxy = opts.no_proxy, max_response_bytes = opts.max_response_bytes }
+  local transport, terr = pick_transport(cfg, opts.transport)
+  if not transport then new_failed(terr) end
+  self.transport = transport
+  local tname = transport.name
+  if (opts.proxy or opts.no_proxy) and tname ~= "curl" then
+    -- A proxy the transport would ignore must not look applied.
+    if transport.close then transport:close() end
+    new_failed("proxy and no_proxy apply to the libcurl transport only (this client's is '" ..
+      tostring(tname or "custom") .. "'" .. ((tname == "ngx" or tname == "resty_http") and
+      ": nginx cosockets connect directly and use no proxy" or "") .. ")")
+  end
+  if opts.ca_file ~= nil and tname == "curl" then
     -- Found now, not at the first call, which may be hours into a batch.
     local f = io.open(opts.ca_file, "rb")
     if not f then
-      self.transport:close()
-      error("endaoment.partner.new: ca_file " .. opts.ca_file .. " cannot be read", 2)
+      transport:close()
+      new_failed("ca_file " .. opts.ca_file .. " cannot be read")
     end
     f:close()
   end
-  local tv = self.transport.version or (self.transport.name or "custom")
-  cfg.user_agent = opts.user_agent or string.format("endaoment-partner-lua/%s (%s; %s)", M.VERSION, lua_version(), tv)
-  self.user_agent = cfg.user_agent
-  if self.transport.set_user_agent then self.transport:set_user_agent(cfg.user_agent) end
+  local tv = transport.version or (tname or "custom")
+  -- Sent by every call as its user-agent header (see Client:_headers).
+  self.user_agent = opts.user_agent or string.format("endaoment-partner-lua/%s (%s; %s)", M.VERSION,
+    lua_version(), tv)
   return self
 end
 
@@ -289,7 +304,10 @@ function Client:derive_key(op, id)
   return core.derive_key(self.key_namespace, op, id)
 end
 
+-- Also cancels every async request and frees the multi handle: no
+-- callback runs after it. Idempotent.
 function Client:close()
+  async.close(self)
   if self.transport and self.transport.close then self.transport:close() end
 end
 Client.__close = Client.close
@@ -300,20 +318,7 @@ Client.__close = Client.close
 
 local MAX_ERROR_BODY = 2048
 
-local wall_ms
-do
-  local ok, socket
-  if ngx and ngx.now then
-    wall_ms = function() ngx.update_time(); return ngx.now() * 1000 end
-  else
-    ok, socket = pcall(require, "socket")
-    if ok and socket.gettime then
-      wall_ms = function() return socket.gettime() * 1000 end
-    else
-      wall_ms = function() return os.time() * 1000 end
-    end
-  end
-end
+local wall_ms = net.now_ms
 M._wall_ms = wall_ms
 
 -- Validation messages start with the field path ("grants.2.amountMicroDollars
@@ -366,19 +371,27 @@ local function http_error(res, decoded)
   })
 end
 
+-- A transport failure as the caller sees it: a partner.Error whose
+-- retryable comes from the one table (endaoment.partner.retry). "too_large"
+-- and "unknown" are reported as kind network (err.too_large marks the
+-- first; the second is never retried).
+local function transport_error(terr)
+  local kind = terr and terr.kind or "network"
+  if kind == "too_large" or kind == "unknown" then kind = "network" end
+  return new_error(kind, terr and terr.message or "transport failed", {
+    retryable = retry.failure_retryable(terr), curl_code = terr and terr.curl_code,
+    too_large = terr and terr.kind == "too_large" or nil,
+  })
+end
+
 -- One finished exchange (or transport failure) -> result, err, meta.
 function Client._finish(_, res, terr, meta)
   if not res then
-    local kind = terr and terr.kind or "network"
-    if kind == "too_large" then kind = "network" end
-    local e = new_error(kind, terr and terr.message or "transport failed", {
-      retryable = terr and terr.retryable or false, curl_code = terr and terr.curl_code,
-      too_large = terr and terr.kind == "too_large" or nil,
-    })
-    return nil, e, meta
+    return nil, transport_error(terr), meta
   end
   meta.status = res.status
   meta.headers = res.headers
+  meta.http_version = res.http_version
   meta.request_id = res.headers and res.headers["x-request-id"] or nil
   local decoded, derr
   local body = res.body or ""
@@ -406,6 +419,36 @@ function Client._finish(_, res, terr, meta)
   return nil, e, meta
 end
 
+-- How many more times a request may go on the wire: the first send and
+-- max_retries more, libcurl's own resends included; once for a write that
+-- must not be resent. Set on req before every exchange (req.max_sends), so
+-- the libcurl transport refuses a resend past it.
+function Client:_send_budget(req, meta)
+  if req.retry_safe == false then return 1 end
+  return math.max(1, self.retry.max_retries + 1 - (meta.attempts or 0))
+end
+
+-- After one exchange: counts in meta.attempts every time it put the request
+-- on the wire (res.sends / err.sends: libcurl resends a request by itself
+-- when a reused keep-alive connection turns out dead; an exchange that
+-- could not connect counts once too), and tells on_retry of each of
+-- libcurl's resends, after the fact (no Lua runs inside libcurl). Returns
+-- meta.attempts.
+function Client:_count_sends(meta, res, terr)
+  local before = meta.attempts or 0
+  local n = (res and res.sends) or (terr and terr.sends)
+  if type(n) ~= "number" or n < 1 then n = 1 end
+  meta.attempts = before + n
+  if n > 1 and self.on_retry then
+    for i = 1, n - 1 do
+      self.on_retry({ attempt = before + i, wait_ms = 0, resent = true,
+        err = new_error("network", "the reused connection closed before an answer: libcurl sent the " ..
+          "request again at once, on a new connection", { retryable = true }) })
+    end
+  end
+  return meta.attempts
+end
+
 -- After attempt n: ms to wait before the next, or nil to stop. Shared by
 -- the blocking loop below and the async client. A write without an
 -- idempotency guarantee (req.retry_safe == false) is retried only on 429,
@@ -415,9 +458,8 @@ function Client:_retry_wait(attempt, res, terr, req)
   local wait = retry.decide(attempt, self.retry, res, terr, self.random)
   if wait and self.on_retry then
     -- A real partner.Error, as every other error the caller sees.
-    local e = terr and new_error(terr.kind or "network", terr.message or "transport failed",
-      { retryable = terr.retryable, curl_code = terr.curl_code })
-    self.on_retry({ attempt = attempt, wait_ms = wait, status = res and res.status, err = e })
+    self.on_retry({ attempt = attempt, wait_ms = wait, status = res and res.status,
+      err = terr and transport_error(terr) })
   end
   return wait
 end
@@ -425,13 +467,12 @@ end
 -- Sends req with the retry policy, blocking (or yielding, under nginx).
 function Client:_send(req, meta)
   local t0 = wall_ms()
-  local attempt = 0
   local res, terr
   while true do
-    attempt = attempt + 1
-    meta.attempts = attempt
+    req.max_sends = self:_send_budget(req, meta)
     res, terr = self.transport:request(req)
-    local wait = self:_retry_wait(attempt, res, terr, req)
+    local attempts = self:_count_sends(meta, res, terr)
+    local wait = self:_retry_wait(attempts, res, terr, req)
     if not wait then break end
     if self.transport.sleep then self.transport:sleep(wait) end
   end
@@ -457,10 +498,6 @@ function Client:_headers(auth, opts, has_body)
     else
       return nil, "this call needs an api_key or a Bearer token"
     end
-  end
-  if opts.bearer_token then
-    local ok, msg = core.header_value_ok(opts.bearer_token)
-    if not ok then return nil, "opts.bearer_token is not a valid header value: " .. tostring(msg) end
   end
   return h
 end
@@ -499,12 +536,27 @@ local function check_call_opts(opts, spec, op)
     return new_error("invalid", "opts.user_id must be the user's Endaoment UUID (the id returned by " ..
       "provision_user)", { field = "opts.user_id" })
   end
+  if opts.bearer_token ~= nil then
+    local ok, msg = core.header_value_ok(opts.bearer_token)
+    if not ok then
+      return new_error("invalid", "opts.bearer_token is not a valid header value: " .. tostring(msg),
+        { field = "opts.bearer_token" })
+    end
+  end
+  if opts.timeout_ms ~= nil then
+    local t = opts.timeout_ms
+    if t ~= t or t ~= math.floor(t) or t < 1 or t > net.MAX_TIMEOUT_MS then -- NaN, fractions, out of range
+      return new_error("invalid", "opts.timeout_ms must be a whole number of milliseconds from 1 to " ..
+        net.MAX_TIMEOUT_MS, { field = "opts.timeout_ms" })
+    end
+  end
   if opts.headers then
+    -- The same rule for every transport, before any of them runs.
     for k, v in pairs(opts.headers) do
-      local ok, msg = core.header_value_ok(v)
-      if type(k) ~= "string" or not ok then
-        return new_error("invalid", "opts.headers." .. tostring(k) .. " is not a valid header: " ..
-          tostring(msg), { field = "opts.headers." .. tostring(k) })
+      local why = net.header_problem(k, v)
+      if why then
+        local field = "opts.headers." .. tostring(k)
+        return new_error("invalid", net.printable(field) .. " " .. why, { field = field })
       end
     end
   end
@@ -712,6 +764,8 @@ for name, planner in pairs(PLANNERS) do
     if not req then return nil, meta_or_err, meta end
     return self:_send(req, meta_or_err)
   end
+  -- The twin: the same planner, run on libcurl's multi interface (endaoment.partner.async).
+  Client[name .. "_async"] = async.twin(name, planner)
 end
 
 -- Pages through a list (schema operations with paged = true) by count and
@@ -780,7 +834,5 @@ function Pager:__call()
   end
 end
 
--- The *_async twins, poll/wait/pending/fds/timeout_ms (libcurl is loaded on the first async call only).
-require("endaoment.partner.async").install(Client, M)
 
 return M

@@ -106,33 +106,47 @@ local NGINX_CONF = [[
 daemon off;
 master_process off;
 worker_processes 1;
-pid %s/nginx.pid;
-error_log %s/error.log info;
-events { worker_connections 64; }
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+events { worker_connections 256; }
 http {
-  access_log off;
-  client_body_temp_path %s/tmp/body;
-  proxy_temp_path %s/tmp/proxy;
-  fastcgi_temp_path %s/tmp/fastcgi;
-  uwsgi_temp_path %s/tmp/uwsgi;
-  scgi_temp_path %s/tmp/scgi;
+  log_format conns '$connection $connection_requests $server_protocol $request_method $uri $status';
+  access_log {access_log};
+  client_body_temp_path {dir}/tmp/body;
+  proxy_temp_path {dir}/tmp/proxy;
+  fastcgi_temp_path {dir}/tmp/fastcgi;
+  uwsgi_temp_path {dir}/tmp/uwsgi;
+  scgi_temp_path {dir}/tmp/scgi;
   server {
-    listen 127.0.0.1:%d ssl;
-    listen 127.0.0.2:%d ssl;
+    listen 127.0.0.1:{port} ssl{http2};
+    listen 127.0.0.2:{port} ssl{http2};
     server_name localhost;
-    ssl_certificate %s;
-    ssl_certificate_key %s;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
     keepalive_timeout 60s;
     location / {
-      default_type application/json;
-      return 200 '{"ok":true}';
+{location}
     }
   }
 }
 ]]
 
--- start_tls() -> server { port, url, ca_file, dir, stop(), error_log() }
-function M.start_tls()
+local DEFAULT_LOCATION = [[
+      default_type application/json;
+      return 200 '{"ok":true}';]]
+
+-- An upstream (the sandbox) behind nginx, over plain http on loopback.
+local PROXY_LOCATION = [[
+      proxy_pass {upstream};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";]]
+
+-- start_tls([opts]) -> server { port, url, ca_file, dir, stop(), error_log(), access_log() }
+-- opts.http2: offer HTTP/2 through ALPN ("listen ... ssl http2"); opts.upstream: a URL
+-- every request is passed to (else every path answers {"ok":true}); the access log has one
+-- line per request: "$connection $connection_requests $server_protocol $request_method $uri $status".
+function M.start_tls(opts)
+  opts = opts or {}
   for _, tool in ipairs({ M.NGINX, "openssl" }) do
     if not sh("command -v " .. q(tool)) then return nil, tool .. " is not installed" end
   end
@@ -146,8 +160,11 @@ function M.start_tls()
   local last = "nginx did not start"
   for _ = 1, 3 do -- the free port can be taken between our probe and nginx's bind
     local port = free_port()
-    write(dir .. "/nginx.conf", string.format(NGINX_CONF, dir, dir, dir, dir, dir, dir, dir,
-      port, port, certs.cert, certs.key))
+    local location = opts.upstream and PROXY_LOCATION:gsub("{upstream}", function() return opts.upstream end)
+      or DEFAULT_LOCATION
+    local vars = { dir = dir, port = tostring(port), cert = certs.cert, key = certs.key,
+      http2 = opts.http2 and " http2" or "", access_log = dir .. "/access.log conns", location = location }
+    write(dir .. "/nginx.conf", (NGINX_CONF:gsub("{([%w_]+)}", function(k) return vars[k] end)))
     os.remove(dir .. "/error.log")
     local cmd = "echo $$; exec " .. M.NGINX .. " -p " .. q(dir) .. " -c " .. q(dir .. "/nginx.conf") ..
       " -e " .. q(dir .. "/error.log") .. " >" .. q(dir .. "/stdout.log") .. " 2>&1"
@@ -156,6 +173,18 @@ function M.start_tls()
     if wait_listening("127.0.0.1", port, 5) and wait_listening("127.0.0.2", port, 1) then
       local srv = { port = port, url = "https://127.0.0.1:" .. port, ca_file = certs.ca, dir = dir, pid = pid }
       function srv.error_log() return read(dir .. "/error.log") end
+      -- { {conn=, n=, protocol=, method=, uri=, status=}, ... } (nginx writes a line as a request ends)
+      function srv.access_log()
+        local out = {}
+        for line in read(dir .. "/access.log"):gmatch("[^\n]+") do
+          local conn, n, proto, method, uri, status = line:match("^(%d+) (%d+) (%S+) (%S+) (%S+) (%d+)$")
+          if conn then
+            out[#out + 1] = { conn = tonumber(conn), n = tonumber(n), protocol = proto, method = method, uri = uri,
+              status = tonumber(status) }
+          end
+        end
+        return out
+      end
       function srv.stop()
         if srv.stopped then return end
         srv.stopped = true

@@ -86,7 +86,7 @@ function partner.validate(op, body, opts) end
 ---@field field? string the input field at fault, e.g. "grants[2].amountMicroDollars"
 ---@field status? integer the HTTP status (kind "http", "decode")
 ---@field messages? string[] the API's validation messages (kind "http")
----@field retryable? boolean whether resending with the same key may succeed
+---@field retryable? boolean whether resending with the same key may succeed (endaoment.partner.retry's table)
 ---@field body? string the answer's body, truncated (kind "http", "decode")
 ---@field request_id? string the answer's x-request-id
 ---@field curl_code? integer libcurl's error code (network, timeout, tls)
@@ -99,7 +99,8 @@ function partner.validate(op, body, opts) end
 ---@class endaoment.partner.Meta
 ---@field status? integer the HTTP status of the last attempt
 ---@field headers? table<string, string> the answer's headers (names lower-case)
----@field attempts integer attempts made (0: nothing was sent)
+---@field attempts integer times the request went on the wire, libcurl's own resends included (0: nothing was sent)
+---@field http_version? "1.0"|"1.1"|"2"|"3" the HTTP version of the answer
 ---@field idempotency_key? string keyed writes: the key sent (resend with it to learn the outcome)
 ---@field idempotency_key_source? "given"|"derived"|"random"
 ---@field natural_id? { field: string, value: string } the id a derived key came from
@@ -121,10 +122,12 @@ function partner.validate(op, body, opts) end
 ---@field max_response_bytes? integer larger answers are refused (8 MiB)
 ---@field strict? boolean refuse unknown body fields and guessed rules instead of sending
 ---@field ca_file? string PEM file of trusted CAs (libcurl; under nginx use lua_ssl_trusted_certificate)
+---@field proxy? string libcurl: proxy URL (http://, https://, socks5h://...); "" for none; default: https_proxy / all_proxy from the environment
+---@field no_proxy? string libcurl: hosts reached without the proxy (comma-separated; default: no_proxy from the environment)
 ---@field transport? "auto"|"curl"|"ngx"|"resty_http"|endaoment.partner.Transport
 ---@field user_agent? string
 ---@field random? fun(m: integer, n: integer): integer the jitter's random source (tests)
----@field on_retry? fun(info: { attempt: integer, wait_ms: number, status?: integer, err?: table })
+---@field on_retry? fun(info: { attempt: integer, wait_ms: number, status?: integer, err?: endaoment.partner.Error, resent?: boolean }) resent: libcurl already sent it again (reported after the fact)
 ---@field max_connections? integer async: transfers at once, 1-512 (16)
 ---@field on_error? fun(err: any, info: { call: string, idempotency_key?: string, handle?: endaoment.partner.Handle, where: string }) an error raised by an async callback
 ---@field key_namespace? string a UUID mixed into every derived idempotency key
@@ -165,6 +168,8 @@ function partner.validate(op, body, opts) end
 ---@field body? string
 ---@field timeout_ms integer
 ---@field connect_timeout_ms integer
+---@field retry_safe? boolean false: a write that must never be sent twice (a fresh connection, one send at most)
+---@field max_sends? integer most times on the wire in this exchange, libcurl's own resends included
 
 ---@class endaoment.partner.TransportResponse
 ---@field status integer
@@ -172,13 +177,16 @@ function partner.validate(op, body, opts) end
 ---@field body string
 ---@field reused? boolean the connection was reused (libcurl)
 ---@field elapsed_ms? number
+---@field sends? integer times the request went on the wire (libcurl resends on a dead reused connection)
+---@field http_version? string "1.1", "2", ...
 
 ---@class endaoment.partner.TransportError
----@field kind "network"|"timeout"|"tls"|"too_large"|"config"|"oom"
+---@field kind "network"|"timeout"|"tls"|"too_large"|"config"|"oom"|"unknown"
 ---@field message string
----@field retryable boolean
+---@field retryable? boolean only a custom transport sets it: otherwise endaoment.partner.retry decides by kind
 ---@field curl_code? integer
 ---@field elapsed_ms? number
+---@field sends? integer times the request went on the wire before it failed
 
 -- Request bodies (API field names; docs/api.md). Money fields are micro-dollars: a string of
 -- digits ("125000000") or, on Lua 5.3+, an integer. Unknown fields are forwarded unless strict.
@@ -435,6 +443,24 @@ function Client:fds() end
 ---How long a host may wait on fds() before calling poll(0): 0 now, -1 nothing pending.
 ---@return number ms
 function Client:timeout_ms() end
+
+---libcurl's socket interface: what to watch, changed since the last call, in order. want "r", "w" or
+---"rw" (watch for that, replacing what was asked before) or "remove" (stop: the socket may be closed,
+---and its number may come back as a new socket). Read it after every call into the client.
+---@return { fd: integer, want: "r"|"w"|"rw"|"remove" }[]
+function Client:socket_changes() end
+
+---libcurl's socket interface: milliseconds until socket_action() with no socket is due (0 now),
+----1 when no timer is needed.
+---@return number ms
+function Client:timer_ms() end
+
+---libcurl's socket interface: fd is ready for events ("r", "w", "rw"; "e" an error), or, with no
+---fd, the timer is due. Moves bytes, starts due retries, runs callbacks; never blocks.
+---@param fd? integer
+---@param events? string
+---@return integer ran callbacks run
+function Client:socket_action(fd, events) end
 
 ---Provisions a user (idempotent on partnerUserIdentifier: 201, then 200).
 ---`POST /v1/auth/partner/users`

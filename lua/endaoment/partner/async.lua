@@ -1,24 +1,32 @@
--- endaoment.partner.async: the poll-driven asynchronous client, for hosts
--- that run a frame loop or their own event loop and must never block.
+-- endaoment.partner.async: the asynchronous client, for hosts that run a
+-- frame loop or their own event loop and must never block.
 --
--- endaoment.partner installs it into its client class (the last lines of
--- partner.lua). Every call gets an _async twin that takes a callback as its
--- last argument:
+-- endaoment.partner mixes these methods into its client class when it
+-- defines it (M.methods, M.twin, M.close). Every call gets an _async twin
+-- that takes a callback as its last argument:
 --
 --   local h, err, meta = client:submit_grant_async(body, opts, function(result, err, meta) end)
 --   client:poll(0)          -- never blocks: moves bytes, starts due retries, runs callbacks
 --
+-- or, for a host with its own event loop (libcurl's socket interface):
+--
+--   for _, c in ipairs(client:socket_changes()) do ... watch c.fd for c.want ... end
+--   client:socket_action(fd, "r")   -- when fd is ready; client:socket_action() when timer_ms() is due
+--
 -- The twin runs the same planner as the blocking call (validation, encoding,
--- headers), the same retry policy (Client:_retry_wait) and the same result
--- mapping (Client:_finish), so a callback receives exactly what the blocking
--- call would have returned. Invalid input returns nil, err, meta at once:
--- nothing is sent and the callback is never called.
+-- headers), the same retry policy (Client:_retry_wait), the same counting of
+-- sends (Client:_count_sends) and the same result mapping (Client:_finish),
+-- so a callback receives exactly what the blocking call would have returned.
+-- Invalid input returns nil, err, meta at once: nothing is sent and the
+-- callback is never called.
 --
 -- Transfers run on one libcurl multi handle per client (endaoment.partner.curl
 -- multi, csrc/curl_multi.c), loaded on the first async call only: a client
--- used inside nginx never loads libcurl. No Lua runs inside libcurl: results
--- are buffered in C and callbacks run from poll/wait, each under xpcall.
+-- used inside nginx never loads libcurl. No Lua runs inside libcurl: results,
+-- sockets and timers are recorded in C, and callbacks run from poll, wait and
+-- socket_action, each under xpcall.
 local core = require "endaoment.partner.core"
+local net = require "endaoment.partner.net"
 
 local M = {}
 
@@ -30,7 +38,7 @@ M.MAX_CONNECTIONS = 512
 -- timeout_ms() when transfers are in flight but libcurl has set no timer.
 M.IDLE_POLL_MS = 1000
 
-local wall_ms -- endaoment.partner's clock, set by install()
+local wall_ms = net.now_ms
 
 local function new_error(kind, message, extra)
   return core.error(kind, message, extra)
@@ -127,6 +135,8 @@ local function async_state(self)
   local o = rawget(self, "_async_opts") or {}
   local multi, err = curl.multi {
     ca_file = o.ca_file,
+    proxy = o.proxy,
+    no_proxy = o.no_proxy,
     max_response_bytes = o.max_response_bytes,
     allow_http_loopback = true,
     max_connections = o.max_connections or M.DEFAULT_MAX_CONNECTIONS,
@@ -146,11 +156,11 @@ local function async_state(self)
 end
 
 -- Starts one attempt of h; true, or nil and the transport's error table.
-local function start_attempt(st, h)
+local function start_attempt(self, st, h)
+  h._req.max_sends = self:_send_budget(h._req, h._meta)
   local id, terr = st.multi:add(h._req)
   if not id then return nil, terr end
   h._attempt = h._attempt + 1
-  h._meta.attempts = h._attempt
   h._id = id
   h.state = "running"
   st.by_id[id] = h
@@ -173,7 +183,10 @@ end
 -- An attempt of h finished: retry later (same req, same bytes, same key) or settle.
 local function attempt_done(self, st, h, res, terr)
   h.state = "settling"
-  local ok, wait = xpcall(function() return self:_retry_wait(h._attempt, res, terr, h._req) end, with_traceback)
+  local ok, wait = xpcall(function()
+    local attempts = self:_count_sends(h._meta, res, terr)
+    return self:_retry_wait(attempts, res, terr, h._req)
+  end, with_traceback)
   if not ok then
     -- on_retry raised: reported, and the outcome so far is final.
     report(self, wait, h, "on_retry")
@@ -199,11 +212,14 @@ local function next_due(st)
   return due
 end
 
--- One non-blocking round: start due retries, move bytes, collect finished
+-- One round: start due retries, let libcurl move bytes (drive(st.multi):
+-- perform, or a socket action from the host's event loop), collect finished
 -- transfers, then run the callbacks of everything settled. Results are taken
 -- out of the queues before any callback runs, so a callback may call
 -- poll/wait (or submit, cancel, close) without anything being delivered twice.
-local function step(self, st)
+local function perform(multi) return multi:perform() end
+
+local function step(self, st, drive, where)
   if #st.timers > 0 then
     local now = wall_ms()
     local i = 1
@@ -211,7 +227,7 @@ local function step(self, st)
       local h = st.timers[i]
       if h._due <= now then
         table.remove(st.timers, i)
-        local ok, terr = start_attempt(st, h)
+        local ok, terr = start_attempt(self, st, h)
         if not ok then
           h.state = "settling"
           settle(self, st, h, nil, terr)
@@ -222,8 +238,8 @@ local function step(self, st)
     end
   end
 
-  local _, perr = st.multi:perform()
-  if perr then report(self, "libcurl: " .. tostring(perr.message), nil, "perform") end
+  local _, perr = (drive or perform)(st.multi)
+  if perr then report(self, "libcurl: " .. tostring(perr.message), nil, where or "perform") end
 
   while not st.closed do
     local id, res, terr = st.multi:next()
@@ -291,7 +307,7 @@ local function submit(self, call, planner, ...)
     call = call, idempotency_key = meta.idempotency_key, state = "new",
     _st = st, _req = req, _meta = meta, _cb = cb, _attempt = 0, _t0 = wall_ms(),
   }, Handle)
-  local ok, terr = start_attempt(st, h)
+  local ok, terr = start_attempt(self, st, h)
   if not ok then
     -- Refused before anything was sent (a header or URL libcurl will not take).
     local _, err = self:_finish(nil, terr, meta)
@@ -353,7 +369,8 @@ end
 local FD_MT = { __index = { getfd = function(f) return f.fd end } }
 
 -- The sockets to watch: { {fd=, read=, write=}, ... }; each entry also has
--- :getfd(), so the list can go straight to luasocket's socket.select.
+-- :getfd(), so the list can go straight to luasocket's socket.select. Every
+-- socket libcurl watches, whatever its number.
 function methods:fds()
   local st = rawget(self, "_async")
   if not st or st.closed then return {} end
@@ -363,12 +380,8 @@ function methods:fds()
   return list
 end
 
--- How long (ms) the host may wait on fds() before calling poll(0): libcurl's
--- own timer and the next retry, whichever is first. 0: call poll(0) now.
--- -1: nothing is pending.
-function methods:timeout_ms()
-  local st = rawget(self, "_async")
-  if not st or st.closed or st.npending == 0 then return -1 end
+-- When the next thing is due in ms: 0 now; nil when only sockets can wake the client.
+local function due_in(st)
   if st.rhead <= st.rtail then return 0 end
   local t = st.multi:timeout()
   local due = next_due(st)
@@ -376,57 +389,75 @@ function methods:timeout_ms()
     local d = math.max(0, math.ceil(due - wall_ms()))
     t = (t < 0) and d or math.min(t, d)
   end
-  if t < 0 then t = M.IDLE_POLL_MS end
+  if t < 0 then return nil end
   return t
 end
 
----------------------------------------------------------------------------
--- installation
----------------------------------------------------------------------------
-
--- Called once by endaoment.partner with its client class and module table.
-function M.install(Client, P)
-  wall_ms = P._wall_ms
-
-  for name, fn in pairs(methods) do
-    assert(Client[name] == nil, "endaoment.partner.async: Client." .. name .. " exists already")
-    Client[name] = fn
-  end
-  for name, planner in pairs(P._PLANNERS) do
-    assert(Client[name .. "_async"] == nil, "endaoment.partner.async: installed twice")
-    Client[name .. "_async"] = function(self, ...) return submit(self, name, planner, ...) end
-  end
-
-  -- close() also cancels every async request and frees the multi handle:
-  -- no callback runs after it.
-  local close = Client.close
-  Client.close = function(self)
-    close_state(self)
-    return close(self)
-  end
-  Client.__close = Client.close
-
-  -- new() keeps the options the async client needs. Errors keep pointing at
-  -- the caller of partner.new.
-  local new = P.new
-  P.new = function(opts)
-    if type(opts) == "table" and type(opts.max_connections) == "number" then
-      local mc = opts.max_connections
-      if mc ~= math.floor(mc) or mc < 1 or mc > M.MAX_CONNECTIONS then
-        error("endaoment.partner.new: option max_connections must be a whole number from 1 to " ..
-          M.MAX_CONNECTIONS, 2)
-      end
-    end
-    local ok, client = pcall(new, opts)
-    if not ok then error(client, 2) end
-    client.on_error = opts.on_error
-    client._async_opts = {
-      max_connections = opts.max_connections,
-      ca_file = opts.ca_file,
-      max_response_bytes = opts.max_response_bytes,
-    }
-    return client
-  end
+-- How long (ms) the host may wait on fds() before calling poll(0): libcurl's
+-- own timer and the next retry, whichever is first. 0: call poll(0) now.
+-- -1: nothing is pending.
+function methods:timeout_ms()
+  local st = rawget(self, "_async")
+  if not st or st.closed or st.npending == 0 then return -1 end
+  return due_in(st) or M.IDLE_POLL_MS
 end
+
+---------------------------------------------------------------------------
+-- libcurl's socket interface, for a host's own event loop
+---------------------------------------------------------------------------
+
+-- What changed since the last call, in order: { {fd=, want=}, ... } where
+-- want is "r", "w" or "rw" (watch the socket for that, replacing what was
+-- asked before) or "remove" (stop watching it: it may already be closed, and
+-- its number may come back in a later entry as a new socket). Read it after
+-- every call into the client: an _async call, socket_action, poll, wait,
+-- cancel.
+function methods:socket_changes()
+  local st = rawget(self, "_async")
+  if not st or st.closed then return {} end
+  return st.multi:socket_changes()
+end
+
+-- Milliseconds until the host must call socket_action() with no socket
+-- (libcurl's timer, a retry that is due, a result waiting for its callback):
+-- 0 now; -1 when no timer is needed (sockets alone will wake the client).
+function methods:timer_ms()
+  local st = rawget(self, "_async")
+  if not st or st.closed or st.npending == 0 then return -1 end
+  return due_in(st) or -1
+end
+
+-- socket_action(fd, events): fd is ready for events ("r", "w", "rw"; "e"
+-- for an error; other letters are ignored, so luv's event strings go
+-- straight in). socket_action(): the timer is due. Moves bytes on that
+-- socket only, starts due retries and runs the callbacks of what finished.
+-- Returns how many callbacks ran. Never blocks.
+function methods:socket_action(fd, events)
+  if fd ~= nil and (type(fd) ~= "number" or fd < 0 or fd % 1 ~= 0) then
+    error("endaoment.partner: socket_action takes a file descriptor (or nothing, when the timer is due)", 2)
+  end
+  if events ~= nil and type(events) ~= "string" then
+    error("endaoment.partner: socket_action's events must be a string such as \"r\", \"w\" or \"rw\"", 2)
+  end
+  local st = rawget(self, "_async")
+  if not st or st.closed then return 0 end
+  return step(self, st, function(multi) return multi:socket_action(fd, events) end, "socket_action")
+end
+
+---------------------------------------------------------------------------
+-- what endaoment.partner mixes into its client class
+---------------------------------------------------------------------------
+
+-- poll, wait, pending, fds, timeout_ms, socket_changes, timer_ms, socket_action.
+M.methods = methods
+
+-- The _async twin of a call: function(self, ..., callback) running planner.
+function M.twin(name, planner)
+  return function(self, ...) return submit(self, name, planner, ...) end
+end
+
+-- Client:close() calls this first: every async request is cancelled and the
+-- multi handle freed; no callback runs afterwards, no async call starts.
+M.close = close_state
 
 return M

@@ -61,11 +61,11 @@ local function is_list(t)
   return n == #t
 end
 
+-- The one loopback rule (endaoment.partner.net), on a base URL.
 local function is_loopback_url(url)
-  local host = type(url) == "string" and url:match("^https?://([^/]+)") or nil
-  if not host then return false end
-  host = host:gsub(":%d+$", ""):gsub("^%[(.*)%]$", "%1")
-  return host == "localhost" or host == "::1" or host:match("^127%.%d+%.%d+%.%d+$") ~= nil
+  local net = require "endaoment.partner.net"
+  local _, host = net.parse_base_url(url)
+  return host ~= nil and net.is_loopback_host(host)
 end
 
 ---------------------------------------------------------------------------

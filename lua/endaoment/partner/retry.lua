@@ -4,7 +4,25 @@
 -- (hence the same idempotency key), and never a 4xx other than 429.
 local M = {}
 
+-- The one retryability table, shared by every transport.
+-- HTTP answers: retried on these statuses only.
 M.RETRYABLE_STATUS = { [429] = true, [500] = true, [502] = true, [503] = true, [504] = true }
+-- Transport failures, by the kind the transport reports (the libcurl and the
+-- nginx transports report kinds, never their own verdict): a connection that
+-- failed or went silent is retried; a TLS failure, an oversize answer, a
+-- refused option or out-of-memory is not, and neither is "unknown" (a
+-- failure libcurl reported that says nothing about what reached the server:
+-- for a payment a duplicate is worse than an error).
+M.RETRYABLE_FAILURE = { network = true, timeout = true, tls = false, too_large = false, config = false,
+  oom = false, unknown = false }
+
+-- Whether a transport failure may be retried: the table above, unless the
+-- transport (a custom one) says so itself with err.retryable.
+function M.failure_retryable(err)
+  if type(err) ~= "table" then return false end
+  if err.retryable ~= nil then return err.retryable == true end
+  return M.RETRYABLE_FAILURE[err.kind] == true
+end
 
 M.DEFAULTS = {
   max_retries = 2,
@@ -58,7 +76,7 @@ function M.decide(attempt, cfg, res, err, random, now)
     if ra then return math.min(ra, cfg.retry_after_cap_ms) end
     return M.backoff_ms(attempt, cfg, random)
   end
-  if err and err.retryable then
+  if err and M.failure_retryable(err) then
     return M.backoff_ms(attempt, cfg, random)
   end
   return nil

@@ -11,7 +11,9 @@ local curl = {}
 ---@field ca_file? string PEM file of trusted CAs (default: the system bundle)
 ---@field max_response_bytes? integer larger answers fail (kind "too_large")
 ---@field user_agent? string
----@field allow_http_loopback? boolean plain http to loopback addresses (the sandbox)
+---@field allow_http_loopback? boolean plain http to loopback addresses (the sandbox; never through a proxy)
+---@field proxy? string proxy URL; "" for none; nil: libcurl reads https_proxy / all_proxy
+---@field no_proxy? string hosts reached directly; nil: libcurl reads no_proxy
 ---@field max_connections? integer multi only: transfers at once (default 16)
 
 ---A transport: one reused easy handle (keep-alive) and a share handle.
@@ -19,6 +21,11 @@ local curl = {}
 ---@return endaoment.partner.curl.Transport|nil transport
 ---@return endaoment.partner.TransportError|nil err
 function curl.new(opts) end
+
+---Blocks the calling thread for ms milliseconds (nanosleep); the blocking retries wait here.
+---@param ms number
+---@return nil
+function curl.sleep_ms(ms) end
 
 ---A multi handle: many requests at once, driven by the caller.
 ---@param opts? endaoment.partner.curl.Options
@@ -47,7 +54,7 @@ local Multi = {}
 ---@return endaoment.partner.TransportError|nil err
 function Multi:add(req) end
 
----Moves bytes (curl_multi_perform); never blocks.
+---Moves bytes on the sockets that are ready and runs libcurl's timer; never blocks.
 ---@return integer|nil n transfers added and not yet taken by next()
 ---@return endaoment.partner.TransportError|nil err
 function Multi:perform() end
@@ -58,19 +65,30 @@ function Multi:perform() end
 ---@return endaoment.partner.TransportError|nil err
 function Multi:next() end
 
----Blocks up to ms for socket activity (curl_multi_poll).
+---Blocks up to ms for socket activity (poll(2), no descriptor limit), then moves bytes.
 ---@param ms integer
 ---@return integer|nil n
 ---@return endaoment.partner.TransportError|nil err
 function Multi:wait(ms) end
 
----curl_multi_timeout: 0 to call perform now, -1 when none is set.
+---libcurl's timer: 0 to call perform (or socket_action()) now, -1 when none is set.
 ---@return integer ms
 function Multi:timeout() end
 
----The sockets to watch (curl_multi_fdset; descriptors below 1024 only).
+---The sockets libcurl watches now, whatever their number.
 ---@return { fd: integer, read: boolean, write: boolean }[]
 function Multi:fds() end
+
+---What changed since the last call (libcurl's socket callback, recorded in C).
+---@return { fd: integer, want: "r"|"w"|"rw"|"remove" }[]
+function Multi:socket_changes() end
+
+---A socket is ready (events: "r", "w", "rw", "e"), or with no fd the timer is due.
+---@param fd? integer
+---@param events? string
+---@return integer|nil n transfers added and not yet taken by next()
+---@return endaoment.partner.TransportError|nil err
+function Multi:socket_action(fd, events) end
 
 ---Cancels a queued, running or finished-but-not-taken transfer.
 ---@param id integer

@@ -5,7 +5,14 @@
 --
 -- The object holds no socket between requests (connections rest in nginx's
 -- keep-alive pool), so one client at module level is safe to share.
-local core = require "endaoment.partner.core"
+--
+-- Cosockets connect directly: no proxy is used (https_proxy and the like are
+-- not read), and partner.new refuses the proxy options with this transport.
+-- The rules every transport shares come from endaoment.partner.net (plain
+-- http to loopback only, the caller headers refused) and
+-- endaoment.partner.retry (which failures are retried: this transport
+-- reports kinds, never its own verdict).
+local net = require "endaoment.partner.net"
 
 local ngx = rawget(_G, "ngx")
 
@@ -24,8 +31,8 @@ local MAX_HEADER_BYTES = 64 * 1024
 local T = {}
 T.__index = T
 
-local function fail(kind, message, retryable)
-  return nil, { kind = kind, message = message, retryable = retryable == true }
+local function fail(kind, message)
+  return nil, { kind = kind, message = message }
 end
 
 local function phase_error()
@@ -58,11 +65,11 @@ M._parse_url = parse_url
 
 function M.new(cfg)
   if not ngx or not ngx.socket then
-    error("endaoment.partner: the ngx transport needs OpenResty / lua-nginx-module", 3)
+    return nil, "the ngx transport needs OpenResty / lua-nginx-module"
   end
   if cfg.ca_file then
-    error("endaoment.partner.new: ca_file cannot be applied per connection under nginx; set " ..
-      "lua_ssl_trusted_certificate in nginx.conf instead", 3)
+    return nil, "ca_file cannot be applied per connection under nginx; set lua_ssl_trusted_certificate " ..
+      "in nginx.conf instead"
   end
   return setmetatable({
     name = "ngx",
@@ -146,26 +153,37 @@ end
 
 local function io_error(err, what, url)
   if err == "timeout" then
-    return fail("timeout", what .. " timed out (" .. url.host .. ":" .. url.port .. ")", true)
+    return fail("timeout", what .. " timed out (" .. url.host .. ":" .. url.port .. ")")
   end
-  return fail("network", what .. " failed with " .. url.host .. ":" .. url.port .. ": " .. tostring(err), true)
+  return fail("network", what .. " failed with " .. url.host .. ":" .. url.port .. ": " .. tostring(err))
 end
+
+-- What the libcurl transport refuses before sending, refused the same way:
+-- a URL it cannot parse, plain http to a host that is not loopback, a
+-- header that breaks the shared rule. Returns the parsed URL, or nil, err.
+local function check_request(req)
+  local url = parse_url(req.url or "")
+  if not url then return fail("config", "cannot parse URL " .. net.printable(req.url)) end
+  if url.scheme == "http" and not net.is_loopback_host(url.host) then
+    return fail("config", "https is required: refusing plain http to " .. net.printable(url.host) ..
+      " (plain http is only allowed to loopback: 127.0.0.0/8, localhost, ::1)")
+  end
+  for k, v in pairs(req.headers or {}) do
+    local why = net.header_problem(k, v)
+    if why then return fail("config", "header " .. net.printable(k) .. " " .. why) end
+  end
+  return url
+end
+M._check_request = check_request
 
 function T:request(req)
   local perr = phase_error()
-  if perr then return fail("config", perr, false) end
-  local url = parse_url(req.url or "")
-  if not url then return fail("config", "cannot parse URL " .. tostring(req.url), false) end
+  if perr then return fail("config", perr) end
+  local url, uerr = check_request(req)
+  if not url then return nil, uerr end
 
   local lines = { (req.method or "GET") .. " " .. url.path .. " HTTP/1.1", "host: " .. url.host_header }
-  for k, v in pairs(req.headers or {}) do
-    local ok = core.header_name_ok(k) and core.header_value_ok(v)
-    if not ok then return fail("config", "header " .. tostring(k) .. " has a forbidden character", false) end
-    local lk = k:lower()
-    if lk ~= "host" and lk ~= "content-length" and lk ~= "transfer-encoding" and lk ~= "connection" then
-      lines[#lines + 1] = k .. ": " .. v
-    end
-  end
+  for k, v in pairs(req.headers or {}) do lines[#lines + 1] = k .. ": " .. v end
   local body = req.body
   if body or (req.method ~= "GET" and req.method ~= "HEAD") then
     lines[#lines + 1] = "content-length: " .. #(body or "")
@@ -192,7 +210,7 @@ function T:request(req)
   if not ok then
     if tostring(err):find("no resolver defined", 1, true) then
       return fail("config", "nginx cannot resolve " .. url.host .. ": add a resolver directive to nginx.conf " ..
-        "(for example: resolver 1.1.1.1 8.8.8.8 valid=300s ipv6=off;)", false)
+        "(for example: resolver 1.1.1.1 8.8.8.8 valid=300s ipv6=off;)")
     end
     return io_error(err, "connect", url)
   end
@@ -206,8 +224,7 @@ function T:request(req)
       if serr == "timeout" then return io_error(serr, "TLS handshake", url) end
       local hint = "make sure nginx trusts the CA that signed " .. url.host .. "'s certificate " ..
         "(lua_ssl_trusted_certificate, with lua_ssl_verify_depth) and that the certificate names " .. url.host
-      return fail("tls", "TLS verification with " .. url.host .. " failed: " .. tostring(serr) .. "; " .. hint,
-        false)
+      return fail("tls", "TLS verification with " .. url.host .. " failed: " .. tostring(serr) .. "; " .. hint)
     end
   end
 
@@ -229,7 +246,7 @@ function T:request(req)
     sock:close()
     if herr == "closed" then
       return fail("network", "the server closed the connection without an answer (" .. url.host .. ":" ..
-        url.port .. ")", true)
+        url.port .. ")")
     end
     return io_error(herr, "reading the answer", url)
   end
@@ -247,18 +264,18 @@ function T:request(req)
     local n = tonumber(cl)
     if not n or n < 0 then
       sock:close()
-      return fail("network", "invalid Content-Length from " .. url.host, true)
+      return fail("network", "invalid Content-Length from " .. url.host)
     end
     if n > cap then
       sock:close()
-      return fail("too_large", "answer of " .. n .. " bytes exceeds max_response_bytes (" .. cap .. ")", false)
+      return fail("too_large", "answer of " .. n .. " bytes exceeds max_response_bytes (" .. cap .. ")")
     end
     local data, rerr, partial = recv(n)
     if not data then
       sock:close()
       if rerr == "closed" then
         return fail("network", string.format("transfer closed with %d bytes remaining to read",
-          n - #(partial or "")), true)
+          n - #(partial or "")))
       end
       return io_error(rerr, "reading the answer body", url)
     end
@@ -270,10 +287,10 @@ function T:request(req)
   if not rbody then
     sock:close()
     if berr == "too_large" then
-      return fail("too_large", "answer exceeds max_response_bytes (" .. cap .. ")", false)
+      return fail("too_large", "answer exceeds max_response_bytes (" .. cap .. ")")
     end
     if berr == "closed" then
-      return fail("network", "the connection closed in the middle of a chunked answer", true)
+      return fail("network", "the connection closed in the middle of a chunked answer")
     end
     return io_error(berr, "reading the answer body", url)
   end
@@ -284,7 +301,8 @@ function T:request(req)
   else
     sock:setkeepalive(M.KEEPALIVE_MS, M.POOL_SIZE)
   end
-  return { status = head.status, headers = h, body = rbody, reused = reused > 0 }
+  return { status = head.status, headers = h, body = rbody, reused = reused > 0, http_version = head.version,
+    sends = 1 }
 end
 
 function T.sleep(_, ms)
@@ -302,13 +320,12 @@ R.__index = R
 
 function M.new_resty_http(cfg)
   if cfg.ca_file then
-    error("endaoment.partner.new: ca_file cannot be applied per connection under nginx; set " ..
-      "lua_ssl_trusted_certificate in nginx.conf instead", 3)
+    return nil, "ca_file cannot be applied per connection under nginx; set lua_ssl_trusted_certificate " ..
+      "in nginx.conf instead"
   end
   local ok, http = pcall(require, "resty.http")
   if not ok then
-    error("endaoment.partner.new: transport 'resty_http' needs lua-resty-http (resty.http): " ..
-      tostring(http), 3)
+    return nil, "transport 'resty_http' needs lua-resty-http (resty.http): " .. tostring(http)
   end
   return setmetatable({ http = http, name = "resty_http", version = "lua-resty-http/" ..
     tostring(http._VERSION or "?"), max_response_bytes = cfg.max_response_bytes or 8 * 1024 * 1024 }, R)
@@ -316,9 +333,9 @@ end
 
 function R:request(req)
   local perr = phase_error()
-  if perr then return fail("config", perr, false) end
-  local url = parse_url(req.url or "")
-  if not url then return fail("config", "cannot parse URL " .. tostring(req.url), false) end
+  if perr then return fail("config", perr) end
+  local url, uerr = check_request(req)
+  if not url then return nil, uerr end
   local httpc = self.http.new()
   httpc:set_timeouts(req.connect_timeout_ms or 10000, req.timeout_ms or 30000, req.timeout_ms or 30000)
   local res, err = httpc:request_uri(req.url, {
@@ -327,16 +344,16 @@ function R:request(req)
   })
   if not res then
     err = tostring(err)
-    if err:find("timeout", 1, true) then return fail("timeout", "request to " .. url.host .. " timed out", true) end
+    if err:find("timeout", 1, true) then return fail("timeout", "request to " .. url.host .. " timed out") end
     if err:find("certificate", 1, true) or err:find("handshake", 1, true) then
       return fail("tls", "TLS verification with " .. url.host .. " failed: " .. err ..
-        "; set lua_ssl_trusted_certificate to the CA that signed its certificate", false)
+        "; set lua_ssl_trusted_certificate to the CA that signed its certificate")
     end
-    return fail("network", "request to " .. url.host .. " failed: " .. err, true)
+    return fail("network", "request to " .. url.host .. " failed: " .. err)
   end
   local body = res.body or ""
   if #body > self.max_response_bytes then
-    return fail("too_large", "answer exceeds max_response_bytes (" .. self.max_response_bytes .. ")", false)
+    return fail("too_large", "answer exceeds max_response_bytes (" .. self.max_response_bytes .. ")")
   end
   local headers = {}
   for k, v in pairs(res.headers or {}) do
