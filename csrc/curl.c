@@ -46,7 +46,15 @@
 #define MAX_BODY_LIMIT 1073741824.0
 
 typedef struct {
-    CURL *easy;
+    /*
+     * Connections, DNS and the parsed CA store live in this multi handle; each
+     * request gets a new easy handle. Reusing an easy handle is unsafe with
+     * libcurl before 8.1.0 (Debian 12: 7.88): it keeps pointing at the last
+     * transfer's freed headers, and an answer whose first header line is
+     * folded then writes to freed memory (curl issue 11101,
+     * fuzz/regressions/curl).
+     */
+    CURLM *multi;
     ecurl_config cfg; /* owned: see ecurl_config_init */
     int closed;
     /*
@@ -106,9 +114,9 @@ static void transport_close(transport_t *t)
     t->closed = 1;
     /* The transfer first: it resets the easy handle it points into. */
     ecurl_transfer_release(&t->tr);
-    if (t->easy) {
-        curl_easy_cleanup(t->easy);
-        t->easy = NULL;
+    if (t->multi) {
+        curl_multi_cleanup(t->multi);
+        t->multi = NULL;
     }
     /* Only after the easy handle is gone: a share still in use cannot be cleaned up. */
     ecurl_config_release(&t->cfg);
@@ -243,10 +251,10 @@ static int l_new(lua_State *L)
         transport_close(t);
         return ecurl_lua_push_error(L, &err, -1, -1);
     }
-    t->easy = curl_easy_init();
-    if (!t->easy) {
+    t->multi = curl_multi_init();
+    if (!t->multi) {
         transport_close(t);
-        ecurl_error_set(&err, ECURL_KIND_OOM, -1, "cannot create a libcurl easy handle");
+        ecurl_error_set(&err, ECURL_KIND_OOM, -1, "cannot create a libcurl multi handle");
         return ecurl_lua_push_error(L, &err, -1, -1);
     }
     return 1;
@@ -463,12 +471,51 @@ static int push_result(lua_State *L)
     return 1;
 }
 
+/*
+ * curl_easy_perform on the transport's long-lived multi handle: runs easy
+ * to completion (its own timeouts end it) and returns its result.
+ */
+static CURLcode perform_blocking(CURLM *multi, CURL *easy)
+{
+    CURLcode result = CURLE_OK;
+    CURLMcode mc;
+    int running = 1, done = 0;
+
+    if (curl_multi_add_handle(multi, easy) != CURLM_OK)
+        return CURLE_OUT_OF_MEMORY;
+    while (!done) {
+        CURLMsg *msg;
+        int left;
+        mc = curl_multi_perform(multi, &running);
+        while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
+            if (msg->msg == CURLMSG_DONE && msg->easy_handle == easy) {
+                result = msg->data.result;
+                done = 1;
+            }
+        }
+        if (done)
+            break;
+        if (mc != CURLM_OK || running == 0) {
+            /* The multi handle failed, or let go of the transfer without a result. */
+            result = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_SEND_ERROR;
+            break;
+        }
+        if (curl_multi_poll(multi, NULL, 0, 1000, NULL) != CURLM_OK) {
+            result = CURLE_RECV_ERROR;
+            break;
+        }
+    }
+    curl_multi_remove_handle(multi, easy);
+    return result;
+}
+
 static int l_request(lua_State *L)
 {
     transport_t *t = check_transport(L);
     ecurl_request req;
     ecurl_error err;
     ecurl_transfer *tr = &t->tr;
+    CURL *easy;
     int base, top, rc;
 
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -495,14 +542,21 @@ static int l_request(lua_State *L)
 
     /* From here on no Lua runs until push_result, and nothing raises: busy is always cleared. */
     t->busy = 1;
+    easy = curl_easy_init();
+    if (!easy) {
+        t->busy = 0;
+        ecurl_error_set(&err, ECURL_KIND_OOM, -1, "cannot create a libcurl easy handle");
+        return ecurl_lua_push_error(L, &err, -1, -1);
+    }
     if (ecurl_lua_begin_request(L, base, tr, &t->cfg, &req, &err) != 0 ||
-        ecurl_transfer_setup(tr, t->easy, &t->cfg, &req, &err) != 0) {
+        ecurl_transfer_setup(tr, easy, &t->cfg, &req, &err) != 0) {
         ecurl_transfer_release(tr);
+        curl_easy_cleanup(easy);
         t->busy = 0;
         return ecurl_lua_push_error(L, &err, -1, -1);
     }
 
-    ecurl_transfer_complete(tr, curl_easy_perform(t->easy));
+    ecurl_transfer_complete(tr, perform_blocking(t->multi, easy));
 
     /*
      * The push runs protected: if it raises (out of memory, or an error in
@@ -515,6 +569,7 @@ static int l_request(lua_State *L)
     lua_pushlightuserdata(L, t);
     rc = lua_pcall(L, 1, LUA_MULTRET, 0);
     ecurl_transfer_release(tr);
+    curl_easy_cleanup(easy);
     t->busy = 0;
     if (t->close_pending) {
         t->close_pending = 0;

@@ -174,10 +174,15 @@ static void retire_easy(ecurl_multi *m, ecurl_mitem *it)
     easy = ecurl_transfer_detach(&it->tr);
     if (!easy)
         return;
-    if (!m->closed && m->spare && m->nspare < (size_t)m->max_conn)
-        m->spare[m->nspare++] = easy;
-    else
-        curl_easy_cleanup(easy);
+    /*
+     * Never reused: libcurl before 8.1.0 (Debian 12 ships 7.88) frees a
+     * transfer's headers but keeps pointing at them in the easy handle, and a
+     * next answer whose first header line is folded then writes to freed
+     * memory (curl issue 11101; fuzz/regressions/curl). Connections, DNS and
+     * the CA store live in the multi handle, so a new easy handle costs
+     * only its allocation.
+     */
+    curl_easy_cleanup(easy);
 }
 
 void ecurl_multi_item_free(ecurl_multi *m, ecurl_mitem *it)
@@ -208,7 +213,7 @@ static int start_queued(ecurl_multi *m)
         CURL *easy;
 
         list_unlink(&m->queued, it);
-        easy = m->nspare > 0 ? m->spare[--m->nspare] : curl_easy_init();
+        easy = curl_easy_init();
         if (!easy) {
             ecurl_error_set(&it->err, ECURL_KIND_OOM, -1, "cannot create a libcurl easy handle");
             fail_item(m, it);
@@ -279,10 +284,6 @@ int ecurl_multi_open(ecurl_multi *m, long max_conn, ecurl_error *err)
 {
     m->max_conn = max_conn;
     m->cfg.pipewait = 1;
-    if (!(m->spare = (CURL **)calloc((size_t)max_conn, sizeof *m->spare))) {
-        ecurl_error_set(err, ECURL_KIND_OOM, -1, "out of memory");
-        return -1;
-    }
     m->multi = curl_multi_init();
     if (!m->multi ||
         curl_multi_setopt(m->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_conn) != CURLM_OK ||
@@ -300,8 +301,6 @@ int ecurl_multi_open(ecurl_multi *m, long max_conn, ecurl_error *err)
 
 void ecurl_multi_close(ecurl_multi *m)
 {
-    size_t i;
-
     if (m->closed)
         return;
     m->closed = 1;
@@ -309,11 +308,6 @@ void ecurl_multi_close(ecurl_multi *m)
     free_list(m, &m->running);
     free_list(m, &m->queued);
     free_list(m, &m->done);
-    for (i = 0; i < m->nspare; i++)
-        curl_easy_cleanup(m->spare[i]);
-    m->nspare = 0;
-    free(m->spare);
-    m->spare = NULL;
     if (m->multi) {
         /* Its socket callback may still run in here (closing connections): the tables stay until after. */
         curl_multi_cleanup(m->multi);

@@ -70,8 +70,6 @@ typedef struct {
     ecurl_mlist queued;  /* begun, waiting for a free slot */
     ecurl_mlist running; /* inside the multi handle */
     ecurl_mlist done;    /* finished, waiting for ecurl_multi_take_done() */
-    CURL **spare;        /* reset easy handles kept for the next transfers */
-    size_t nspare;
     int64_t next_id;
     int closed;
     /* What libcurl's socket callback recorded, per descriptor (state bits). */

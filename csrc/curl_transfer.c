@@ -430,6 +430,12 @@ static int on_prereq(void *userp, char *conn_primary_ip, char *conn_local_ip, in
 /* ------------------------------------------------------------------------ */
 /* transfer life cycle                                                      */
 
+int ecurl_easy_reuse_safe(void)
+{
+    /* Never: libcurl before 8.1.0 writes to freed memory on a reused handle (curl issue 11101). */
+    return 0;
+}
+
 void ecurl_transfer_init(ecurl_transfer *tr)
 {
     memset(tr, 0, sizeof *tr);

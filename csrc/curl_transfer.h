@@ -162,6 +162,13 @@ const char *ecurl_proxy_problem(const char *s, size_t len, int is_list);
 /* Idempotent. Only after every easy handle using the share is cleaned up. */
 void ecurl_config_release(ecurl_config *cfg);
 
+/*
+ * Whether an easy handle may carry a second transfer. The transports never
+ * reuse one: each transfer gets a new easy handle and the caches live in
+ * the multi handle (curl issue 11101 in libcurl before 8.1.0).
+ */
+int ecurl_easy_reuse_safe(void);
+
 void ecurl_transfer_init(ecurl_transfer *tr);
 int ecurl_transfer_begin(ecurl_transfer *tr, const ecurl_config *cfg, const ecurl_request *req,
                          ecurl_error *err);
