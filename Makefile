@@ -140,3 +140,4 @@ schema:
 clean:
 	rm -rf build
 
+include fuzz/fuzz.mk

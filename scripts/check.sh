@@ -124,6 +124,27 @@ if command -v lua5.1 >/dev/null 2>&1; then
   run_suite "lua5.1 emulator" lua5.1 spec/sandbox_emulator_spec.lua
 fi
 
+# ---- fuzzing and sanitizers (fuzz/README.md, docs/fuzzing.md) ---------------
+# scripts/fuzz.sh check: a bounded smoke run of every libFuzzer harness from its
+# seeds, every input of fuzz/regressions/ replayed, the C-touching suites on an
+# ASan+UBSan build (scripts/sanitize.sh), the sandbox's HTTP parser fed mutated
+# requests. Each of those counts as one check.
+if command -v clang >/dev/null 2>&1; then
+  echo "== fuzz and sanitizers"
+  # bounded: about 100 s (plus the harnesses' first build); a hang fails after 10 minutes
+  timeout --kill-after=10 600 sh scripts/fuzz.sh check >"$log" 2>&1
+  cat "$log"
+  line=$(grep -E '^fuzz-check: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+  if [ -n "$line" ]; then
+    passed=$((passed + $(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')))
+    failed=$((failed + $(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+')))
+  else
+    echo "fuzz: no summary"; failed=$((failed + 1))
+  fi
+else
+  echo "== fuzz and sanitizers: FAILED (clang is not installed: scripts/deps.sh)"; failed=$((failed + 1))
+fi
+# ---- end of fuzzing and sanitizers -------------------------------------------
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
