@@ -6,8 +6,13 @@
  */
 #include "core.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/types.h>
+#include <unistd.h>
 #include <uuid/uuid.h>
 
 /* Larger scratch buffers are released after the call instead of pinning memory in every worker. */
@@ -66,12 +71,82 @@ void ep_buffer_release(lua_State *L, strbuf_t *sb)
     }
 }
 
+/*
+ * UUIDs from a per-thread pool of kernel randomness: one getrandom(2) per
+ * EP_RANDOM_POOL / 16 UUIDs instead of libuuid's several system calls each.
+ * The pool must never outlive a fork(): nginx workers and preforked servers
+ * forked after the master made one UUID would otherwise hand out the same
+ * bytes. A fork handler bumps a generation counter in the child (glibc
+ * unregisters it if this module is unloaded), and a pool filled in another
+ * generation is discarded before use.
+ */
+#define EP_RANDOM_POOL 256
+
+static volatile unsigned long fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static int atfork_ok;
+
+static void on_fork_child(void)
+{
+    fork_generation++;
+}
+
+static void register_atfork(void)
+{
+    atfork_ok = pthread_atfork(NULL, NULL, on_fork_child) == 0;
+}
+
+static __thread struct {
+    unsigned char bytes[EP_RANDOM_POOL];
+    size_t left;              /* unused bytes at the end of bytes[] */
+    unsigned long generation; /* fork_generation when filled */
+    pid_t pid;                /* the filling process, when no fork handler could be registered */
+} pool;
+
+static int fill_random(unsigned char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = getrandom(buf, len, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* 16 random bytes: from the pool, or straight from libuuid if the kernel refuses getrandom. */
+static void random16(unsigned char out[16])
+{
+    pthread_once(&atfork_once, register_atfork);
+    if (pool.left > 0 && (atfork_ok ? pool.generation != fork_generation : pool.pid != getpid()))
+        pool.left = 0;
+    if (pool.left < 16) {
+        if (fill_random(pool.bytes, sizeof pool.bytes) != 0) {
+            pool.left = 0;
+            uuid_generate_random(out);
+            return;
+        }
+        pool.left = sizeof pool.bytes;
+        pool.generation = fork_generation;
+        pool.pid = atfork_ok ? 0 : getpid();
+    }
+    memcpy(out, pool.bytes + sizeof pool.bytes - pool.left, 16);
+    /* Bytes handed out are wiped: they never appear in a core dump or a later caller. */
+    memset(pool.bytes + sizeof pool.bytes - pool.left, 0, 16);
+    pool.left -= 16;
+}
+
 void ep_uuid4(char out[37])
 {
     uuid_t u;
 
-    /* kernel randomness on every call: a seeded PRNG would repeat across forked nginx workers */
-    uuid_generate_random(u);
+    random16(u);
+    u[6] = (unsigned char)((u[6] & 0x0F) | 0x40);
+    u[8] = (unsigned char)((u[8] & 0x3F) | 0x80);
     uuid_unparse_lower(u, out);
 }
 
