@@ -4,7 +4,9 @@
 # temporary prefix and always stops them. See bench/README.md.
 #
 # Environment: LUA (lua5.4), BUILD (build/$LUA), NGINX (nginx), CC (gcc),
-# REPS (7: sequential repetitions), SECONDS_PER_REP (1).
+# REPS (7: sequential repetitions), SECONDS_PER_REP (1); for the journey
+# figures JOURNEYS, JOURNEYS_BIG, JOURNEY_LATENCY_MS, JOURNEY_MEM_LATENCY_MS,
+# JOURNEY_REPS (bench/journeys.lua).
 set -eu
 
 cd "$(dirname "$0")/.."
@@ -236,3 +238,10 @@ report memory
 
 echo
 report summary
+
+# ---------------------------------------------------------------- 6: journeys
+# The batch journey runner (bench/journeys.lua starts its own sandbox and
+# PostgreSQL cluster and stops them): wall time against the ideal, the
+# PostgreSQL fleet, a worker's peak memory, the sandbox's own ceiling.
+echo
+"$LUA" bench/journeys.lua
