@@ -212,6 +212,33 @@ describe("journey.run_many", function()
     assert.equal(n, #srv.logged())
   end)
 
+  it("a journey finished by another worker is skipped from its document, without a claim", function()
+    local path = tmpfile()
+    finally(function() rm_store(path) end)
+    assert(journey.run_many(client, { plan(250) }, { store = "sqlite:" .. path }))
+    -- Another worker holds the claim: a finished journey is still skipped at once.
+    local stores = require "endaoment.partner.store"
+    local other = assert(stores.open("sqlite:" .. path))
+    local held = assert(other:claim(journey.journey_id(plan(250))))
+    finally(function() other:release(held); other:close(); rm_store(path) end)
+    local n = #srv.logged()
+    local results = {}
+    local s = assert(journey.run_many(client, { plan(250) }, { store = "sqlite:" .. path,
+      on_result = function(r) results[#results + 1] = r end }))
+    assert.equal(1, s.skipped)
+    assert.equal(0, s.busy_waits)
+    assert.equal(n, #srv.logged())
+    assert.truthy(results[1].grant_id)
+    -- A changed plan is not skipped from the document: it needs the claim
+    -- (found busy while the other worker holds it, then refused as changed).
+    other:release(held)
+    local changed = plan(250)
+    changed.donations[1].pledgedAmountMicroDollars = "9000000"
+    local s2 = assert(journey.run_many(client, { changed }, { store = "sqlite:" .. path }))
+    assert.equal(0, s2.skipped)
+    assert.equal(1, s2.failed + s2.rejected)
+  end)
+
   it("the same journey twice in one batch runs once; the second finds it done", function()
     local path = tmpfile()
     finally(function() rm_store(path) end)

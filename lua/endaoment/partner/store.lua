@@ -131,6 +131,17 @@ function Base:claim(journey_id)
   return claim
 end
 
+-- The document last saved for a journey, read WITHOUT a claim: text |
+-- false | nil, err. Only a finished journey's document can be trusted this
+-- way (it is never written again); the batch runner uses it to skip those
+-- without taking and releasing a claim.
+function Base:peek(journey_id)
+  local ok, why = check_id(journey_id)
+  if not ok then return nil, config_error(why) end
+  if self._closed then return nil, config_error(self.name .. " is closed") end
+  return self:_read({ journey_id = journey_id, store = self.name })
+end
+
 -- true, or nil, err when claim is not a live claim of this store.
 function Base:_check(claim)
   if type(claim) ~= "table" or getmetatable(claim) ~= Claim or self._claims[claim.journey_id] ~= claim then
