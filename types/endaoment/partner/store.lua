@@ -98,6 +98,12 @@ function Store:claim(journey_id) end
 ---@return endaoment.partner.Error|nil err
 function Store:load(claim) end
 
+---The document last saved for a journey, read without a claim (trust it only when every step is done).
+---@param journey_id string
+---@return string|false|nil text
+---@return endaoment.partner.Error|nil err
+function Store:peek(journey_id) end
+
 ---Saves the journey's document durably before it returns.
 ---@param claim endaoment.partner.store.Claim
 ---@param text string
