@@ -541,7 +541,8 @@ describe("journey fleet", function()
     local url = "postgres://app:s3cret-pw@127.0.0.1:" .. port .. "/db"
     code, out, err = cli(dir, srv.url, "--batch " .. q(good) .. " --store " .. q(url))
     local all = out .. err
-    assert.is_true(code ~= 0, all)
+    assert.equal(2, code, all)
+    assert.matches("nothing was sent", err, 1, true)
     assert.matches("postgres://app:***@127.0.0.1:" .. port .. "/db", err, 1, true)
     assert.matches("config", err, 1, true)
     assert.matches("cannot open store", err, 1, true)

@@ -373,3 +373,103 @@ describe("bin/endaoment-journey", function()
     end
   end)
 end)
+
+describe("journey.batch_file", function()
+  local plans_h = require "spec.helpers.plans"
+  local dir
+  before_each(function()
+    dir = assert(io.popen("mktemp -d")):read("*l")
+  end)
+  after_each(function() os.execute("rm -rf '" .. dir .. "'") end)
+
+  -- A batch of n plans with blank lines between some: line numbers of plan i.
+  local function write(path, n)
+    local list = plans_h.list(n, { prefix = "bf" })
+    local f = assert(io.open(path, "wb"))
+    local want, line = {}, 0
+    for i, p in ipairs(list) do
+      if i % 5 == 0 then f:write("\n   \n"); line = line + 2 end
+      f:write(cjson.encode(p), "\n")
+      line = line + 1
+      want[journey.journey_id(p)] = line
+    end
+    f:close()
+    return want
+  end
+
+  local function drain(iter)
+    local seen, order = {}, {}
+    while true do
+      local p, e, line = iter()
+      if p == nil then break end
+      assert(p, tostring(e))
+      local id = journey.journey_id(p)
+      assert.is_nil(seen[id], "read twice: " .. id)
+      seen[id] = line
+      order[#order + 1] = line
+    end
+    return seen, order
+  end
+
+  it("gives every plan once with its line number, in line order or spread in blocks", function()
+    local path = dir .. "/b.jsonl"
+    local want = write(path, 100)
+    local iter, n = assert(journey.batch_file(path, { order = "file" }))
+    assert.equal(100, n)
+    local seen, order = drain(iter)
+    assert.same(want, seen)
+    for i = 2, #order do assert.is_true(order[i] > order[i - 1]) end
+
+    -- spread, blocks of 1: two opens (two workers) get two different orders of the same plans
+    local it1 = assert(journey.batch_file(path, { block = 1 }))
+    local it2 = assert(journey.batch_file(path, { block = 1 }))
+    local s1, o1 = drain(it1)
+    local s2, o2 = drain(it2)
+    assert.same(want, s1)
+    assert.same(want, s2)
+    assert.are_not.same(o1, o2)
+    assert.are_not.same(order, o1)
+
+    -- spread in blocks of 16: each block keeps its lines together and in order
+    local s3, o3 = drain(assert(journey.batch_file(path)))
+    assert.same(want, s3)
+    local runs = 1
+    for i = 2, #o3 do if o3[i] < o3[i - 1] then runs = runs + 1 end end
+    assert.is_true(runs <= math.ceil(100 / 16), "blocks were split: " .. runs .. " runs")
+  end)
+
+  it("refuses a file with bad lines, naming each line, before giving any plan", function()
+    local path = dir .. "/bad.jsonl"
+    local f = assert(io.open(path, "wb"))
+    local good = cjson.encode(plans_h.list(1, { prefix = "bf" })[1])
+    f:write(good, "\n", "{not json\n", "\n", '{"user": 3}\n', good, "\n")
+    f:close()
+    local iter, err = journey.batch_file(path)
+    assert.is_nil(iter)
+    assert.equal("invalid", err.kind)
+    assert.equal(2, err.bad)
+    assert.matches("bad%.jsonl:2: not a JSON object", err.lines[1])
+    assert.matches("bad%.jsonl:4: ", err.lines[2])
+    assert.matches("nothing was sent", err.message)
+    local none, oerr = journey.batch_file(dir .. "/missing.jsonl")
+    assert.is_nil(none)
+    assert.matches("cannot read batch file", oerr.message)
+    assert.has_error(function() journey.batch_file(path, { order = "random" }) end)
+    assert.has_error(function() journey.batch_file(path, { block = 0 }) end)
+  end)
+
+  it("reports a line that changed after the check as unreadable, not as a plan", function()
+    local path = dir .. "/b.jsonl"
+    write(path, 3)
+    local iter = assert(journey.batch_file(path, { order = "file" }))
+    local f = assert(io.open(path, "r+b"))
+    f:write("X") -- the first line is no JSON any more
+    f:close()
+    local p, e, line = iter()
+    assert.is_false(p)
+    assert.equal("invalid", e.kind)
+    assert.matches("b%.jsonl:1: .*changed after it was checked", e.message)
+    assert.equal(1, line)
+    assert.is_table((iter()))
+  end)
+end)

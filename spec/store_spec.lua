@@ -222,6 +222,58 @@ describe("journey stores", function()
         assert.equal("{}", store:load(claims[1]))
       end)
 
+      it("peek_done reads the finished documents of many journeys at once, without a claim", function()
+        if not kind.multi then return end
+        local ids, list = {}, {}
+        for i = 1, 20 do
+          ids[i] = fresh_id("peek")
+          local c = assert(store:claim(ids[i]))
+          list[i] = { c, '{"n":' .. i .. '}', { status = i % 3 == 0 and "running" or "done",
+            base_url = INFO.base_url, durable = i % 2 == 0 } }
+        end
+        assert.is_true(store:save_many(list))
+        ids[#ids + 1] = fresh_id("never-saved")
+        local other = assert(stores.open(spec)) -- another worker: holds no claim on them
+        local docs = assert(other:peek_done(ids))
+        local n = 0
+        for id, text in pairs(docs) do
+          n = n + 1
+          local i = assert(tonumber(text:match('"n":(%d+)')), id)
+          assert.equal(ids[i], id)
+          assert.is_true(i % 3 ~= 0, "a running journey came back as done: " .. id)
+        end
+        assert.equal(14, n) -- 20 saved, 6 of them running, 1 never saved
+        assert.same({}, assert(other:peek_done({})))
+        local none, err = other:peek_done({ "" })
+        assert.is_nil(none)
+        assert.equal("config", err.kind)
+        other:close()
+        local closed = store:peek_done(ids)
+        assert.is_table(closed) -- still open
+        store:close()
+        local cerr
+        closed, cerr = store:peek_done(ids)
+        assert.is_nil(closed)
+        assert.matches("closed", cerr.message)
+      end)
+
+      it("saves with info.durable = false are saved all the same; a non-boolean durable is refused", function()
+        local id = fresh_id()
+        local c = assert(store:claim(id))
+        assert.is_true(store:save(c, '{"lazy":1}', { status = "done", base_url = INFO.base_url, durable = false }))
+        assert.is_true(store:save_many({ { c, '{"lazy":2}', { status = "done", durable = false } } }))
+        store:release(c)
+        store:close()
+        local again = assert(stores.open(spec))
+        local c2 = assert(again:claim(id))
+        assert.equal('{"lazy":2}', again:load(c2))
+        local ok, err = again:save(c2, "{}", { status = "done", durable = "no" })
+        assert.is_nil(ok)
+        assert.equal("config", err.kind)
+        assert.matches("durable must be a boolean", err.message)
+        again:close()
+      end)
+
       it("save_many writes nothing when one item is refused", function()
         local a = assert(store:claim(fresh_id("a")))
         assert.is_true(store:save(a, '{"old":true}', INFO))
@@ -290,6 +342,14 @@ describe("journey stores", function()
         local c3, err3 = other:claim(id)
         assert.is_nil(c3)
         assert.equal("busy", err3.kind)
+        local c5, err5 = other:claim(id, { quiet = true })
+        assert.is_nil(c5)
+        assert.equal("busy", err5.kind)
+        if kind.name == "postgres" then
+          -- who holds it costs a pg_locks scan: only said when asked
+          assert.matches("postgres backend pid", err3.message)
+          assert.not_matches("backend pid", err5.message)
+        end
         -- a claim of one store is no claim of another
         local text, lerr = other:load(c)
         assert.is_nil(text)

@@ -227,7 +227,8 @@ end
 -- Decodes and checks a saved document against this run. opts.rebind moves a
 -- journey of one sandbox state to its new loopback URL.
 local function check_state(text, where, ident, jid, opts)
-  local st = cjson.decode(text)
+  -- (a batch's peek hands over the table it decoded already)
+  local st = type(text) == "table" and text or cjson.decode(text)
   if type(st) ~= "table" or st.format ~= M.FORMAT or type(st.steps) ~= "table" or type(st.identity) ~= "table" then
     return nil, err("config", where .. " holds no journey state (corrupt, or another kind of file); it was " ..
       "left untouched: inspect it or restore it from a backup. Re-running the plan against a fresh store " ..
@@ -341,6 +342,8 @@ end
 --   env.load() -> text | false | nil, err
 --   env.save(text, info) -> true | nil, err      (durable on return)
 --   env.call(op, body, opts) -> result, err, meta
+--   env.steps, env.fingerprints: optional, the plan's steps and their
+--   fingerprints when the caller has them already
 -- so the same code runs blocking (run) and inside a batch's coroutine.
 local function run_one(env, client, plan, opts)
   local jid = env.journey_id
@@ -356,8 +359,13 @@ local function run_one(env, client, plan, opts)
     st = { format = M.FORMAT, journey_id = jid, identity = ident, steps = {} }
   end
 
-  local steps = build_steps(plan)
-  local function save()
+  local steps = env.steps or build_steps(plan)
+  local fingerprints = env.fingerprints or {}
+  -- durable: this save must survive a crash of the database too. Only a
+  -- random key must (it cannot be made again); losing any other save rolls
+  -- the journey back to a state whose re-run re-sends with the same keys,
+  -- as a worker killed between a response and its save already does.
+  local function save(durable)
     local status = state_status(st, steps)
     -- The document needs no canonical key order (only fingerprints do), and
     -- lua-cjson encodes it several times faster than the pure-Lua encoder.
@@ -365,7 +373,7 @@ local function run_one(env, client, plan, opts)
     if not doc then
       return nil, err("config", "cannot encode the journey state: " .. tostring(eerr), { field = "store" })
     end
-    local okw, werr = env.save(doc, { status = status, base_url = ident.base_url })
+    local okw, werr = env.save(doc, { status = status, base_url = ident.base_url, durable = durable })
     if not okw then
       return nil, err("config", "cannot save the journey state to " .. env.where .. ": " ..
         tostring(type(werr) == "table" and werr.message or werr), { field = "store" })
@@ -404,7 +412,7 @@ local function run_one(env, client, plan, opts)
   end
 
   for pos, step in ipairs(steps) do
-    local fingerprint = canonical.encode(step.body)
+    local fingerprint = fingerprints[pos] or canonical.encode(step.body)
     local rec = st.steps[step.id]
     if rec and rec.fingerprint ~= fingerprint then
       if rec.status == "rejected" then
@@ -438,7 +446,7 @@ local function run_one(env, client, plan, opts)
       -- leaves; a derived one (and the API's dedup of users and funds)
       -- needs no write first.
       if rec.key_source == "random" then
-        local okw, werr = save()
+        local okw, werr = save(true)
         if not okw then return nil, werr, result end
       end
       local res, cerr, meta = env.call(step.op, body, call_opts(step, ctx, rec.idempotencyKey))
@@ -453,7 +461,7 @@ local function run_one(env, client, plan, opts)
         if cerr.rejected then
           rec.status, rec.error = "rejected", tostring(cerr)
         end
-        local okw, werr = save()
+        local okw, werr = save(false)
         if not okw then return nil, werr, result end
         local info = { n = pos, total = total, id = step.id, name = step.name, outcome = "failed",
           elapsed_ms = meta and meta.elapsed_ms, status = meta and meta.status, error = cerr,
@@ -463,7 +471,7 @@ local function run_one(env, client, plan, opts)
         return nil, cerr, result
       end
       rec.status, rec.result, rec.error = "done", res, nil
-      local okw, werr = save()
+      local okw, werr = save(false)
       if not okw then return nil, werr, result end
       local replayed = meta.headers and meta.headers["x-idempotent-replayed"] == "true"
       local outcome = replayed and "replayed" or (meta.status == 201 and "created")
@@ -556,7 +564,9 @@ local function summarise(index, jid, res, e, partial)
 end
 
 -- plans: a list, or an iterator returning plan (nil at the end); an entry
--- may be false plus an error for input that could not be read.
+-- may be false plus an error for input that could not be read. An
+-- iterator's third value (e.g. M.batch_file's line number) comes back as
+-- the result's `line`.
 local function plan_source(plans)
   if type(plans) == "function" then return plans end
   if type(plans) ~= "table" then return nil end
@@ -566,6 +576,116 @@ local function plan_source(plans)
     if plans[i] == nil then return nil end
     return plans[i]
   end
+end
+
+-- A uniform whole number in [1, n] from the core's getrandom pool: Lua
+-- 5.1's math.random starts from the same seed in every process, and
+-- workers started together must not share an order.
+local function random_upto(n)
+  local hex = core.uuid4():gsub("-", ""):sub(1, 12)
+  return tonumber(hex, 16) % n + 1
+end
+
+-- A batch file: one JSON plan per line, blank lines skipped. Every line is
+-- decoded and validated first, so a bad line stops the batch before any
+-- request. Returns an iterator for run_many (plan, nil, line number) and
+-- the number of plans, or nil, err (kind "invalid", field "batch";
+-- err.lines: up to 20 "PATH:N: why"; err.bad: how many lines are bad).
+-- opts.order: "spread" (default) reads blocks of opts.block (16) plans in
+-- an order of this process's own, so that workers started together on one
+-- file mostly claim different journeys; "file" reads in line order. Only
+-- each block's offset is kept, a few bytes per 16 plans.
+function M.batch_file(path, opts)
+  opts = opts or {}
+  local order, block = opts.order or "spread", opts.block or 16
+  if order ~= "spread" and order ~= "file" then
+    error("journey.batch_file: order must be \"spread\" or \"file\"", 2)
+  end
+  if type(block) ~= "number" or block < 1 or block % 1 ~= 0 then
+    error("journey.batch_file: block must be a whole number >= 1", 2)
+  end
+  local f, oerr = io.open(path, "rb")
+  if not f then
+    return nil, err("invalid", "cannot read batch file " .. tostring(path) .. ": " .. tostring(oerr),
+      { field = "batch" })
+  end
+  local offsets, firsts = {}, {}
+  local n, total, bad, lines, at = 0, 0, 0, {}, 0
+  while true do
+    local line = f:read("*l")
+    if not line then break end
+    local start = at
+    at = at + #line + 1 -- "*l" drops the "\n"
+    n = n + 1
+    if line:find("%S") then
+      if total % block == 0 then
+        offsets[#offsets + 1], firsts[#firsts + 1] = start, n
+      end
+      total = total + 1
+      local p, derr = cjson.decode(line)
+      local why
+      if type(p) ~= "table" then
+        why = "not a JSON object (" .. tostring(derr or type(p)) .. ")"
+      else
+        local ok, verr = M.validate(p)
+        if not ok then why = tostring(verr) end
+      end
+      if why then
+        bad = bad + 1
+        if #lines < 20 then lines[#lines + 1] = path .. ":" .. n .. ": " .. why end
+      end
+    end
+  end
+  f:close()
+  if bad > 0 then
+    return nil, err("invalid", bad .. " bad line(s) in " .. path .. "; nothing was sent", { field = "batch",
+      lines = lines, bad = bad })
+  end
+  local seq = {}
+  for i = 1, #offsets do seq[i] = i end
+  if order == "spread" then
+    for i = #seq, 2, -1 do
+      local j = random_upto(i)
+      seq[i], seq[j] = seq[j], seq[i]
+    end
+  end
+  local fh, k, left, lineno = nil, 0, 0, 0
+  local function iter()
+    while true do
+      if left == 0 then
+        k = k + 1
+        if k > #seq then
+          if fh then fh:close(); fh = nil end
+          return nil
+        end
+        if not fh then
+          fh = io.open(path, "rb")
+          if not fh then
+            k = #seq
+            return false, err("invalid", "cannot read batch file " .. path .. " again", { field = "batch" })
+          end
+        end
+        fh:seek("set", offsets[seq[k]])
+        lineno, left = firsts[seq[k]] - 1, block
+      end
+      local line = fh:read("*l")
+      if not line then
+        left = 0 -- the file was cut short since it was checked
+      else
+        lineno = lineno + 1
+        if line:find("%S") then
+          left = left - 1
+          local p, derr = cjson.decode(line)
+          if type(p) ~= "table" then
+            return false, err("invalid", path .. ":" .. lineno .. ": not a JSON object (" ..
+              tostring(derr or type(p)) .. "; the file changed after it was checked)", { field = "plan" }), lineno
+          end
+          return p, nil, lineno
+        end
+      end
+    end
+  end
+  return iter, total
 end
 
 local function use_async(client)
@@ -578,7 +698,7 @@ end
 -- shared store's claims. A journey another worker holds is retried until
 -- it is free, then found done and skipped.
 -- opts: store (required), concurrency (8), on_progress(p), on_result(r),
---       on_step(info, r_index), rebind, busy_retry_ms (250), total.
+--       on_step(info, r_index), rebind, busy_retry_ms (100), total.
 -- Returns a summary table, or nil, err when the batch cannot start.
 function M.run_many(client, plans, opts)
   opts = opts or {}
@@ -627,7 +747,8 @@ function M.run_many(client, plans, opts)
       waiting = #deferred, total = opts.total, rate = rate, eta_s = eta, elapsed_s = elapsed, final = final })
   end
 
-  local function finish(r)
+  local function finish(r, line)
+    r.line = line
     local k = r.outcome
     if k == "done" then summary.done = summary.done + 1
     elseif k == "skipped" then summary.skipped = summary.skipped + 1
@@ -641,21 +762,29 @@ function M.run_many(client, plans, opts)
   -- A journey whose every step is saved done, with this plan's payloads and
   -- base URL, is reported as skipped from its document alone: no claim, no
   -- request (other workers' finished journeys cost one read each).
-  local function finished_elsewhere(plan, jid)
-    if not store.peek then return nil end
-    local text = store:peek(jid)
+  local function finished_elsewhere(plan, jid, item)
+    local text
+    if item.peeked then
+      text = item.doc
+    elseif store.peek then
+      text = store:peek(jid)
+    else
+      return nil
+    end
     local st = text and cjson.decode(text)
     if type(st) ~= "table" or type(st.steps) ~= "table" or type(st.identity) ~= "table" or
        st.identity.base_url ~= client.base_url then
       return nil
     end
-    for _, step in ipairs(build_steps(plan)) do
+    local steps, fps = build_steps(plan), {}
+    for i, step in ipairs(steps) do
       local rec = st.steps[step.id]
-      if type(rec) ~= "table" or rec.status ~= "done" or rec.fingerprint ~= canonical.encode(step.body) then
-        return nil
-      end
+      if type(rec) ~= "table" or rec.status ~= "done" then return nil end
+      fps[i] = canonical.encode(step.body)
+      if rec.fingerprint ~= fps[i] then return nil end
     end
-    local env = { journey_id = jid, where = store.name, load = function() return text end }
+    local env = { journey_id = jid, where = store.name, load = function() return st end, steps = steps,
+      fingerprints = fps }
     env.save = function() error("journey: a finished journey was about to be saved") end
     env.call = function() error("journey: a finished journey was about to send a request") end
     return run_one(env, client, plan, {})
@@ -663,24 +792,25 @@ function M.run_many(client, plans, opts)
 
   local function start(item)
     local plan, idx = item.plan, item.index
-    local jid = M.journey_id(plan)
-    local done = finished_elsewhere(plan, jid)
+    local jid = item.jid
+    local done = finished_elsewhere(plan, jid, item)
     if done then
-      finish(summarise(idx, jid, done))
+      finish(summarise(idx, jid, done), item.line)
       return
     end
-    local claim, cerr = store:claim(jid)
+    local claim, cerr = store:claim(jid, { quiet = true })
     if not claim then
       if cerr and cerr.kind == "busy" then
         summary.busy_waits = summary.busy_waits + 1
-        item.due = now_ms() + (opts.busy_retry_ms or 250)
+        item.due = now_ms() + (opts.busy_retry_ms or 100)
+        item.peeked, item.doc = nil, nil -- by then it is likely done: look again
         deferred[#deferred + 1] = item
         return
       end
-      finish(summarise(idx, jid, nil, cerr))
+      finish(summarise(idx, jid, nil, cerr), item.line)
       return
     end
-    local task = { index = idx, jid = jid, claim = claim, state = "ready" }
+    local task = { index = idx, jid = jid, claim = claim, state = "ready", line = item.line }
     local env = { journey_id = jid, where = store.name }
     env.load = function() return store:load(claim) end
     env.save = function(text, info) return coroutine.yield("save", text, info) end
@@ -696,26 +826,55 @@ function M.run_many(client, plans, opts)
     tasks[#tasks + 1] = task
   end
 
+  -- Plans are read LOOKAHEAD at a time, and the store is asked once which
+  -- of them another worker finished (store:peek_done), instead of once per
+  -- plan: most of a fleet's reads are of journeys someone else ran.
+  local LOOKAHEAD = 16
+  local ahead, ahead_pos = {}, 1
+  local function fill()
+    ahead, ahead_pos = {}, 1
+    local ids = {}
+    while #ahead < LOOKAHEAD do
+      local plan, perr, line = next_plan()
+      if plan == nil then exhausted = true; break end
+      index = index + 1
+      summary.total = summary.total + 1
+      if plan == false then
+        finish(summarise(index, "-", nil, perr or err("invalid", "unreadable plan", { field = "plan" })), line)
+      else
+        local ok, verr = M.validate(plan)
+        if not ok then
+          finish(summarise(index, "-", nil, verr), line)
+        else
+          local item = { plan = plan, index = index, line = line, jid = M.journey_id(plan) }
+          ahead[#ahead + 1] = item
+          ids[#ids + 1] = item.jid
+        end
+      end
+    end
+    if #ids > 0 and store.peek_done then
+      -- On failure each journey is looked at again on its own.
+      local docs = store:peek_done(ids)
+      if docs then
+        for _, item in ipairs(ahead) do item.peeked, item.doc = true, docs[item.jid] or false end
+      end
+    end
+  end
+
   local function take()
     local t = now_ms()
     for i, item in ipairs(deferred) do
       if item.due <= t then table.remove(deferred, i); return item end
     end
-    if exhausted then return nil end
-    local plan, perr = next_plan()
-    if plan == nil then exhausted = true; return nil end
-    index = index + 1
-    summary.total = summary.total + 1
-    if plan == false then
-      finish(summarise(index, "-", nil, perr or err("invalid", "unreadable plan", { field = "plan" })))
-      return take()
+    if ahead_pos > #ahead then
+      if exhausted then return nil end
+      fill()
+      if ahead_pos > #ahead then return nil end
     end
-    local ok, verr = M.validate(plan)
-    if not ok then
-      finish(summarise(index, "-", nil, verr))
-      return take()
-    end
-    return { plan = plan, index = index }
+    local item = ahead[ahead_pos]
+    ahead[ahead_pos] = nil
+    ahead_pos = ahead_pos + 1
+    return item
   end
 
   local unpack = table.unpack or unpack
@@ -747,7 +906,7 @@ function M.run_many(client, plans, opts)
     else -- "end": run_one's return values
       task.state = "finished"
       store:release(task.claim)
-      finish(summarise(task.index, task.jid, a, b, c))
+      finish(summarise(task.index, task.jid, a, b, c), task.line)
     end
   end
 
@@ -779,8 +938,9 @@ function M.run_many(client, plans, opts)
     local kept = {}
     for _, task in ipairs(tasks) do if task.state ~= "finished" then kept[#kept + 1] = task end end
     tasks = kept
-    if #tasks == 0 and #deferred == 0 and exhausted then break end
-    if #tasks < conc and not exhausted then
+    local unread = not exhausted or ahead_pos <= #ahead
+    if #tasks == 0 and #deferred == 0 and not unread then break end
+    if #tasks < conc and unread then
       -- room for more: loop straight back
       if async and client:pending() > 0 then client:poll(0) end
     elseif async and client:pending() > 0 then

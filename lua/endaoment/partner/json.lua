@@ -26,7 +26,11 @@ local function escape_char(c)
   return escapes[c] or string.format("\\u%04x", c:byte())
 end
 
+local find = string.find
+
 local function encode_string(s)
+  -- Most strings need no escape: one scan instead of a gsub's new string.
+  if not find(s, '[%c"\\]') then return '"' .. s .. '"' end
   return '"' .. s:gsub('[%c"\\]', escape_char) .. '"'
 end
 

@@ -114,7 +114,9 @@ local function check_id(journey_id)
   return true
 end
 
-function Base:claim(journey_id)
+-- opts.quiet: the caller only needs to know "busy" (a batch defers the
+-- journey), so the store may skip finding out who holds it.
+function Base:claim(journey_id, opts)
   local ok, why = check_id(journey_id)
   if not ok then return nil, config_error(why) end
   if self._closed then
@@ -125,7 +127,7 @@ function Base:claim(journey_id)
       self.name .. "); release that claim first")
   end
   local claim = setmetatable({ journey_id = journey_id, store = self.name }, Claim)
-  local got, err = self:_acquire(claim)
+  local got, err = self:_acquire(claim, opts)
   if not got then return nil, err end
   self._claims[journey_id] = claim
   return claim
@@ -140,6 +142,27 @@ function Base:peek(journey_id)
   if not ok then return nil, config_error(why) end
   if self._closed then return nil, config_error(self.name .. " is closed") end
   return self:_read({ journey_id = journey_id, store = self.name })
+end
+
+-- peek for many journeys at once: { [journey_id] = text } for those whose
+-- last save said status "done" (a store may return others too: the caller
+-- checks the document), or nil, err. The SQL stores ask in one query.
+function Base:peek_done(ids)
+  if type(ids) ~= "table" then return nil, config_error("peek_done takes a list of journey ids") end
+  for _, id in ipairs(ids) do
+    local ok, why = check_id(id)
+    if not ok then return nil, config_error(why) end
+  end
+  if self._closed then return nil, config_error(self.name .. " is closed") end
+  if #ids == 0 then return {} end
+  if self._read_done then return self:_read_done(ids) end
+  local out = {}
+  for _, id in ipairs(ids) do
+    local text, err = self:_read({ journey_id = id, store = self.name })
+    if text == nil then return nil, err end
+    if text then out[id] = text end
+  end
+  return out
 end
 
 -- true, or nil, err when claim is not a live claim of this store.
@@ -163,6 +186,9 @@ local function check_doc(self, claim, text, info)
   if type(info) ~= "table" or not M.STATUSES[info.status] then
     return nil, config_error("save needs info = { status = \"running\"|\"done\"|\"failed\"|\"rejected\", " ..
       "base_url = ... } (got status " .. (type(info) == "table" and tostring(info.status) or type(info)) .. ")")
+  end
+  if info.durable ~= nil and type(info.durable) ~= "boolean" then
+    return nil, config_error("info.durable must be a boolean (got " .. type(info.durable) .. ")")
   end
   if info.base_url ~= nil and (type(info.base_url) ~= "string" or info.base_url:find("\0", 1, true)) then
     return nil, config_error("info.base_url must be a string without NUL bytes")

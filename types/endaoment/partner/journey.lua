@@ -59,7 +59,7 @@ local journey = {}
 ---@field on_result? fun(r: endaoment.partner.journey.JourneyResult)
 ---@field on_step? fun(info: endaoment.partner.journey.StepInfo, index: integer)
 ---@field rebind? string
----@field busy_retry_ms? integer wait before retrying a journey another worker holds (250)
+---@field busy_retry_ms? integer wait before retrying a journey another worker holds, ms (100)
 
 ---@class endaoment.partner.journey.Progress
 ---@field finished integer
@@ -77,6 +77,7 @@ local journey = {}
 ---One journey of a batch.
 ---@class endaoment.partner.journey.JourneyResult
 ---@field index integer the plan's position
+---@field line? any the plan iterator's third value (batch_file: the line number)
 ---@field journey_id string
 ---@field ok boolean
 ---@field outcome "done"|"skipped"|"invalid"|"rejected"|"failed"
@@ -117,6 +118,18 @@ function journey.run(client, plan, opts) end
 ---@return endaoment.partner.journey.Summary|nil summary
 ---@return endaoment.partner.Error|nil err the batch could not start
 function journey.run_many(client, plans, opts) end
+
+---@class endaoment.partner.journey.BatchFileOptions
+---@field order? "spread"|"file" spread (default): blocks in an order of this process's own
+---@field block? integer plans per block (16)
+
+---Reads and checks a JSONL batch (one plan per line). On a bad file: nil, err with err.lines
+---("PATH:N: why", up to 20) and err.bad (how many).
+---@param path string
+---@param opts? endaoment.partner.journey.BatchFileOptions
+---@return (fun(): endaoment.partner.journey.Plan|false|nil, endaoment.partner.Error|nil, integer|nil)|nil iterator for run_many
+---@return integer|endaoment.partner.Error count the number of plans, or the error
+function journey.batch_file(path, opts) end
 
 ---The plan checks alone (err.field like "donations[2].donationValueMicroDollars").
 ---@param plan any

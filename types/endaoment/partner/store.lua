@@ -69,6 +69,7 @@ function stores.init(obj, name, multi) end
 ---@class endaoment.partner.store.SaveInfo
 ---@field status "running"|"done"|"failed"|"rejected"
 ---@field base_url? string
+---@field durable? boolean false: the store may return before the save is on disk (a database crash loses only the latest)
 
 ---{ claim, text, info } or { claim =, text =, info = }.
 ---@class endaoment.partner.store.SaveItem
@@ -88,9 +89,10 @@ local Store = {}
 ---Claims a journey: exclusive across processes (and machines, for postgres); dropped when the
 ---holder dies.
 ---@param journey_id string non-empty, at most 512 bytes of UTF-8 without NUL
+---@param opts? { quiet?: boolean } quiet: a busy answer need not say who holds the journey
 ---@return endaoment.partner.store.Claim|nil claim
 ---@return endaoment.partner.Error|nil err kind "busy" (someone else holds it) or "config"
-function Store:claim(journey_id) end
+function Store:claim(journey_id, opts) end
 
 ---The document last saved for the journey, byte for byte; false when nothing was saved.
 ---@param claim endaoment.partner.store.Claim
@@ -103,6 +105,13 @@ function Store:load(claim) end
 ---@return string|false|nil text
 ---@return endaoment.partner.Error|nil err
 function Store:peek(journey_id) end
+
+---peek for many journeys in one read: the documents of those whose last save said status "done"
+---(a store may return others too: the caller checks each document).
+---@param ids string[]
+---@return table<string, string>|nil docs journey id -> text
+---@return endaoment.partner.Error|nil err
+function Store:peek_done(ids) end
 
 ---Saves the journey's document durably before it returns.
 ---@param claim endaoment.partner.store.Claim

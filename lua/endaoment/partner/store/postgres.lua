@@ -12,7 +12,9 @@
 -- every call until it is opened again.
 --
 -- Every session sets synchronous_commit = on (a save is durable when it
--- returns), client_encoding = UTF8 and standard_conforming_strings = on.
+-- returns; one whose every document says info.durable == false commits
+-- with synchronous_commit = off), client_encoding = UTF8 and
+-- standard_conforming_strings = on.
 -- Documents are stored as TEXT: valid UTF-8 without NUL bytes.
 local stores = require "endaoment.partner.store"
 local core = require "endaoment.partner.core"
@@ -206,7 +208,7 @@ function Postgres:_holder(claim)
   return " (" .. table.concat(parts, ", ") .. ")"
 end
 
-function Postgres:_acquire(claim)
+function Postgres:_acquire(claim, opts)
   if self._lost then return nil, config_error(self._lost) end
   local ok, row, msg = pcall(function()
     return self:_exec("SELECT pg_try_advisory_lock(" .. key_sql(self, claim) .. ")")
@@ -217,8 +219,11 @@ function Postgres:_acquire(claim)
       tostring(msg))
   end
   if row and (row[1] == "t" or row[1] == true) then return true end
+  -- Who holds it costs a scan of pg_locks: a batch, which only defers the
+  -- journey, asks quietly.
+  local who = (opts and opts.quiet) and "" or self:_holder(claim)
   return nil, busy_error("journey " .. quote(claim.journey_id) .. " in " .. self.name ..
-    " is claimed by another worker" .. self:_holder(claim) ..
+    " is claimed by another worker" .. who ..
     "; it is free when that worker releases it or its connection ends")
 end
 
@@ -254,6 +259,38 @@ function Postgres:_read(claim)
   return row[1]
 end
 
+function Postgres:_read_done(ids)
+  local ok, res, msg = pcall(function()
+    local conn = self._conn
+    if not conn then return nil, "the store is closed" end
+    local lits = {}
+    for i, id in ipairs(ids) do lits[i] = self:_lit(id) end
+    local cur, emsg = conn:execute("SELECT journey_id, state FROM " .. TABLE .. " WHERE status = 'done' AND " ..
+      "journey_id IN (" .. table.concat(lits, ", ") .. ")")
+    if not cur then
+      if is_lost(emsg) and not self._lost then
+        self._lost = "the connection to " .. self.name .. " was lost (" .. scrub(emsg, self._secrets) ..
+          "), and its claims with it: close the store and open it again"
+      end
+      return nil, scrub(emsg, self._secrets)
+    end
+    local out = {}
+    local row = cur:fetch({}, "n")
+    while row do
+      out[row[1]] = row[2]
+      row = cur:fetch({}, "n")
+    end
+    cur:close()
+    return out
+  end)
+  if not ok then msg, res = res, nil end
+  if res == nil then
+    return nil, config_error("cannot read " .. #ids .. " journeys from " .. self.name .. ": " ..
+      tostring(self._lost or msg))
+  end
+  return res
+end
+
 function Postgres:_upsert(claim, text, info)
   return "INSERT INTO " .. TABLE .. " (journey_id, base_url, status, state, updated_at) VALUES (" ..
     self:_lit(claim.journey_id) .. ", " .. (info.base_url and self:_lit(info.base_url) or "NULL") .. ", " ..
@@ -270,6 +307,15 @@ end
 function Postgres:_write_many(items)
   local ok, res, msg = pcall(function()
     local sql = { "BEGIN" }
+    -- Flushing the commit is most of a save's cost; it is skipped only when
+    -- every document says it may be lost with the database (info.durable
+    -- == false), and never reordered: a crash loses a suffix of commits.
+    local lazy = true
+    for _, item in ipairs(items) do
+      if item.info.durable ~= false then lazy = false end
+    end
+    if os.getenv("EP_NOLAZY") then lazy = false end
+    if lazy then sql[2] = "SET LOCAL synchronous_commit = off" end
     for _, item in ipairs(items) do sql[#sql + 1] = self:_upsert(item.claim, item.text, item.info) end
     sql[#sql + 1] = "COMMIT"
     return self:_exec(table.concat(sql, ";\n"))

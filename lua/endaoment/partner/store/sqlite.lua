@@ -172,6 +172,31 @@ function SQLite:_read(claim)
   return row[1]
 end
 
+function SQLite:_read_done(ids)
+  local conn = self._conn
+  local lits = {}
+  for i, id in ipairs(ids) do lits[i] = literal(conn, id) end
+  local sql = "SELECT journey_id, state FROM " .. TABLE .. " WHERE status = 'done' AND journey_id IN (" ..
+    table.concat(lits, ", ") .. ")"
+  local out, msg = retrying(function()
+    local cur, emsg = conn:execute(sql)
+    if not cur then return nil, emsg end
+    local res = {}
+    local row, ferr = cur:fetch({}, "n")
+    while row do
+      res[row[1]] = row[2]
+      row, ferr = cur:fetch({}, "n")
+    end
+    cur:close()
+    if ferr then return nil, ferr end
+    return res
+  end)
+  if out == nil then
+    return nil, config_error("cannot read " .. #ids .. " journeys from " .. self.name .. ": " .. clean(msg))
+  end
+  return out
+end
+
 -- One transaction: every document or none. BEGIN IMMEDIATE takes the write
 -- lock first (waiting through busy_timeout), so no statement inside fails
 -- for a lock a reader upgraded too late. Every write goes this way, one
