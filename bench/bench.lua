@@ -152,6 +152,79 @@ function cmd.seq(url, seconds, max, warmup)
   print(string.format("requests=%d seconds=%.6f rate=%.1f", n, dt, n / dt))
 end
 
+-- The transfer alone: the client's transport posting one request planned
+-- once (the same bytes and headers submit_grant sends), no planning, no
+-- decoding: libcurl plus the C binding.
+function cmd.transport(url, seconds, max, warmup)
+  local partner = require "endaoment.partner"
+  local client = new_client(url)
+  local req = assert(partner._PLANNERS.submit_grant(client, grant_body(1)))
+  local t = client.transport
+  local function one()
+    local res, err = t:request(req)
+    if not res or res.status ~= 201 then die("transport: " .. tostring(err or res.status)) end
+  end
+  local n, dt = rate(one, tonumber(seconds), tonumber(max), tonumber(warmup))
+  client:close()
+  print(string.format("requests=%d seconds=%.6f rate=%.1f", n, dt, n / dt))
+end
+
+-- CPU time per call of the parts of submit_grant that are not the transfer
+-- (os.clock, `reps` alternating slices of `seconds`, medians): prepare
+-- (the derived key + core.prepare, what the planner calls), decode
+-- (cjson.decode of the canned answer), and the whole call over a transport
+-- that hands back the canned answer at once (no I/O): planner, retry
+-- bookkeeping, result mapping, meta.
+function cmd.breakdown(seconds, reps)
+  local core = require "endaoment.partner.core"
+  local cjson = require "cjson"
+  seconds, reps = tonumber(seconds), tonumber(reps or 7)
+  local client = new_client("http://127.0.0.1:1")
+  local body = grant_body(1)
+  local answer = canned_json()
+  local headers = { ["content-type"] = "application/json", ["content-length"] = tostring(#answer),
+    connection = "keep-alive", server = "nginx", date = "Wed, 02 Dec 2026 12:00:00 GMT" }
+  client.transport:close()
+  client.transport = { name = "canned", request = function()
+    return { status = 201, body = answer, headers = headers, sends = 1, reused = true, elapsed_ms = 0.05,
+      http_version = "1.1" }
+  end }
+  local nid = body.inboundCustodianTransfer.partnerFundingTransferId
+  local popts = { strict = false }
+  local parts = {
+    prepare = function()
+      popts.idempotency_key = core.derive_key(client.key_namespace, "submit_grant", nid)
+      if not core.prepare("submit_grant", body, popts) then die("prepare refused the body") end
+    end,
+    decode = function() if not cjson.decode(answer) then die("decode failed") end end,
+    call = function()
+      local res, err = client:submit_grant(body)
+      if not res then die("canned submit_grant failed: " .. tostring(err)) end
+    end,
+  }
+  local order = { "prepare", "decode", "call" }
+  local function slice(fn)
+    local t0 = os.clock()
+    local t1, n = t0, 0
+    while t1 - t0 < seconds do
+      for _ = 1, 100 do fn() end
+      n = n + 100
+      t1 = os.clock()
+    end
+    return (t1 - t0) / n * 1e6
+  end
+  for _, k in ipairs(order) do for _ = 1, 500 do parts[k]() end end
+  local got = {}
+  for _ = 1, reps do
+    for _, k in ipairs(order) do
+      got[k] = got[k] or {}
+      got[k][#got[k] + 1] = slice(parts[k])
+    end
+  end
+  print(string.format("prepare_us=%.3f decode_us=%.3f call_us=%.3f reps=%d", median(got.prepare),
+    median(got.decode), median(got.call), reps))
+end
+
 -- What a Lua user writes today without the SDK: socket.http (one TCP
 -- connection per request; it has no keep-alive) and cjson.
 function cmd.socket(url, seconds, max, warmup)
@@ -319,15 +392,23 @@ local function col(rows, key)
   return t
 end
 
-local TARGET = { seq = 0.90, async = 1.30, encode = 1.50, memory_kib = 1024 }
+-- The targets of issue 13 (bench/README.md).
+local TARGET = { seq = 0.80, seq_us = 10, async = 1.20, encode = 1.30, memory_kib = 1024, stable_pct = 5 }
 
 local figure = {}
 
 function figure.machine(r)
   local m = r.machine and r.machine[1] or {}
-  print(string.format("machine: %s x %s; Linux %s; libcurl %s; %s; nginx %s",
-    m.nproc or "?", (m.cpu or "?"):gsub("_", " "), m.kernel or "?", m.curl or "?",
-    (m.lua or "?"):gsub("_", " "), m.nginx or "?"))
+  local cpu = (m.cpu or "?"):gsub("_", " ")
+  local detail = {}
+  if m.vendor then detail[#detail + 1] = tostring(m.vendor) end
+  if m.family then detail[#detail + 1] = "family " .. m.family .. " model " .. tostring(m.model) ..
+    " stepping " .. tostring(m.stepping) end
+  if m.mhz then detail[#detail + 1] = string.format("%.0f MHz", m.mhz) end
+  print(string.format("machine: %s x %s (%s); Linux %s; libcurl %s; %s; nginx %s", m.nproc or "?", cpu,
+    table.concat(detail, ", "), m.kernel or "?", m.curl or "?", (m.lua or "?"):gsub("_", " "), m.nginx or "?"))
+  print("  pinning: " .. ((m.pinned == "yes") and "servers on CPU 0, clients on CPU 1 (taskset)" or
+    "none (taskset missing, or one CPU): client and servers share the CPUs"))
 end
 
 function figure.ceiling(r)
@@ -338,14 +419,59 @@ function figure.ceiling(r)
   end
 end
 
-function figure.seq(r)
+-- Rows of alternating repetitions split into two halves (odd, even): the
+-- same figure measured twice in one run, to show how far it can be trusted.
+local function halves(rows, key)
+  local a, b = {}, {}
+  for i, row in ipairs(rows or {}) do
+    if row[key] ~= nil then
+      if i % 2 == 1 then a[#a + 1] = row[key] else b[#b + 1] = row[key] end
+    end
+  end
+  return a, b
+end
+
+local function seq_figures(r)
   local sdk, raw = median(col(r.seq, "rate")), median(col(r.raw, "rate"))
+  local f = { sdk = sdk, raw = raw, ratio = sdk / raw, sdk_us = 1e6 / sdk, raw_us = 1e6 / raw }
+  f.overhead_us = f.sdk_us - f.raw_us
+  local sa, sb = halves(r.seq, "rate")
+  local ra, rb = halves(r.raw, "rate")
+  if #sa > 0 and #sb > 0 and #ra > 0 and #rb > 0 then
+    f.ratio_a, f.ratio_b = median(sa) / median(ra), median(sb) / median(rb)
+    f.spread_pct = 100 * math.abs(f.ratio_a - f.ratio_b) / math.max(f.ratio_a, f.ratio_b)
+  end
+  local tr = median(col(r.transport, "rate"))
+  if tr then f.transfer_us = 1e6 / tr end
+  local b = r.breakdown
+  if b and #b > 0 then
+    f.prepare_us, f.decode_us, f.call_us = median(col(b, "prepare_us")), median(col(b, "decode_us")),
+      median(col(b, "call_us"))
+  end
+  return f
+end
+
+function figure.seq(r)
+  local f = seq_figures(r)
   local reps = #col(r.seq, "rate")
-  print(string.format("sequential submit_grant: %s req/s vs raw libcurl %s req/s = %.2f (target >= %.2f)" ..
-    "  [median of %d x %s s each, alternating]", commas(sdk), commas(raw), sdk / raw, TARGET.seq,
-    reps, tostring(r.seq[1].seconds_asked or "?")))
-  print(string.format("  per request: submit_grant %.1f us, raw libcurl %.1f us: the SDK adds %.1f us",
-    1e6 / sdk, 1e6 / raw, 1e6 / sdk - 1e6 / raw))
+  print(string.format("sequential submit_grant: %s req/s vs raw libcurl %s req/s = %.2f (target >= %.2f); " ..
+    "the SDK adds %.1f us per call (target <= %d us)  [median of %d x %s s each, alternating]", commas(f.sdk),
+    commas(f.raw), f.ratio, TARGET.seq, f.overhead_us, TARGET.seq_us, reps, tostring(r.seq[1].seconds_asked or "?")))
+  print(string.format("  per request: submit_grant %.1f us, raw libcurl %.1f us", f.sdk_us, f.raw_us))
+  if f.transfer_us and f.prepare_us then
+    local rest = f.sdk_us - f.transfer_us - f.prepare_us - f.decode_us
+    print(string.format("  breakdown: transfer %.1f us (raw libcurl %.1f + the C binding %.1f), prepare %.1f us " ..
+      "(derived key + validate + encode), decode %.1f us (cjson.decode), the rest %.1f us (planner, retry " ..
+      "bookkeeping, result, meta; %.1f us CPU with the transfer stubbed out)", f.transfer_us, f.raw_us,
+      f.transfer_us - f.raw_us, f.prepare_us, f.decode_us, rest, f.call_us - f.prepare_us - f.decode_us))
+    print(string.format("  the floor (raw libcurl + prepare + decode): %.1f us = %.2f of raw; above it: %.1f us",
+      f.raw_us + f.prepare_us + f.decode_us, f.raw_us / (f.raw_us + f.prepare_us + f.decode_us),
+      f.sdk_us - f.raw_us - f.prepare_us - f.decode_us))
+  end
+  if f.spread_pct then
+    print(string.format("  stability: odd repetitions %.3f, even %.3f: %.1f %% apart (%s %d %%)", f.ratio_a,
+      f.ratio_b, f.spread_pct, f.spread_pct <= TARGET.stable_pct and "within" or "NOT within", TARGET.stable_pct))
+  end
 end
 
 function figure.socket(r)
@@ -354,40 +480,54 @@ function figure.socket(r)
     "  [median of %d]", commas(sdk), commas(sock), sdk / sock, #col(r.socket, "rate")))
 end
 
+local function async_figures(r)
+  local rows = r.async or {}
+  if #rows == 0 or rows[1].available == 0 or rows[#rows].failed then return nil end
+  local f = { ms = median(col(rows, "wall_ms")), lat = rows[1].latency_ms or 10, n = rows[1].requests,
+    conns = rows[1].conns or 50, runs = col(rows, "wall_ms") }
+  f.ideal = f.n / f.conns * f.lat
+  f.ratio = f.ms / f.ideal
+  local raw = r.raw_multi and median(col(r.raw_multi, "wall_ms"))
+  if raw then f.raw_ms = raw end
+  return f
+end
+
 function figure.async(r)
   local rows = r.async or {}
-  local n, conns = 1000, 50
+  local f = async_figures(r)
   if #rows == 0 or rows[1].available == 0 then
     print("async: not available yet")
-  elseif rows[#rows].failed then
+  elseif not f then
     print("async: FAILED (the async client raised or returned an error; see above)")
   else
-    local ms = median(col(rows, "wall_ms"))
-    local lat = rows[1].latency_ms or 10
-    n, conns = rows[1].requests, rows[1].conns or 50
-    local ideal = n / conns * lat
     print(string.format("async %s submissions, %d connections, %d ms latency: %.0f ms vs ideal %.0f ms = " ..
-      "%.2f x ideal (target <= %.2f)  [median of %d, after a 100-request warm-up]", commas(n), conns, lat, ms,
-      ideal, ms / ideal, TARGET.async, #rows))
+      "%.2f x ideal (target <= %.2f); %.1f us per request over the ideal  [median of %d, after a 100-request " ..
+      "warm-up]", commas(f.n), f.conns, f.lat, f.ms, f.ideal, f.ratio, TARGET.async,
+      (f.ms - f.ideal) * 1000 / f.n, #f.runs))
     local runs = {}
-    for i, v in ipairs(col(rows, "wall_ms")) do runs[i] = string.format("%.0f", v) end
+    for i, v in ipairs(f.runs) do runs[i] = string.format("%.0f", v) end
     print("  runs: " .. table.concat(runs, ", ") .. " ms")
+    if f.raw_ms then
+      print(string.format("  raw libcurl multi, same requests and connections: %.0f ms = %.2f x ideal; the SDK " ..
+        "adds %.1f us per request (submit, plan, callback)  [median of %d]", f.raw_ms, f.raw_ms / f.ideal,
+        (f.ms - f.raw_ms) * 1000 / f.n, #col(r.raw_multi, "wall_ms")))
+    end
   end
   local w = median(col(r.wrk50, "rate"))
   if w then
     print(string.format("  server check: wrk, %d connections, same server: %s req/s = %.0f ms per %s",
-      conns, commas(w), n / w * 1000, commas(n)))
+      f and f.conns or 50, commas(w), (f and f.n or 1000) / w * 1000, commas(f and f.n or 1000)))
   end
 end
 
 function figure.encode(r)
   local e = r.encode and r.encode[1]
+  local ratio = e.prepare_med_us / e.cjson_med_us
   print(string.format("validate + encode 50 grants (core.prepare): %.1f us vs cjson.encode %.1f us = %.2f x cjson" ..
-    " (target <= %.2f)  [CPU time, best of %d]", e.prepare_us, e.cjson_us, e.prepare_us / e.cjson_us,
-    TARGET.encode, e.reps))
-  print(string.format("  medians: %.1f us vs %.1f us = %.2f; %s vs %s bytes (prepare adds the idempotencyKey)",
-    e.prepare_med_us, e.cjson_med_us, e.prepare_med_us / e.cjson_med_us, commas(e.prepare_bytes),
-    commas(e.cjson_bytes)))
+    " (target <= %.2f); %.1f us more per call  [CPU time, median of %d alternating slices]", e.prepare_med_us,
+    e.cjson_med_us, ratio, TARGET.encode, e.prepare_med_us - e.cjson_med_us, e.reps))
+  print(string.format("  best slices: %.1f us vs %.1f us = %.2f; %s vs %s bytes (prepare adds the idempotencyKey)",
+    e.prepare_us, e.cjson_us, e.prepare_us / e.cjson_us, commas(e.prepare_bytes), commas(e.cjson_bytes)))
 end
 
 function figure.memory(r)
@@ -403,21 +543,29 @@ function figure.summary(r)
     print(string.format("  %-34s %-5s %s", name, ok and "pass" or "MISS", text))
   end
   print("summary:")
-  local sdk, raw, sock = median(col(r.seq, "rate")), median(col(r.raw, "rate")), median(col(r.socket, "rate"))
-  line("sequential vs raw libcurl", sdk / raw >= TARGET.seq, string.format("%.2f (>= %.2f)", sdk / raw, TARGET.seq))
-  print(string.format("  %-34s %-5s %.2f x faster", "sequential vs socket.http + cjson", "info", sdk / sock))
+  local f = seq_figures(r)
+  line("sequential vs raw libcurl", f.ratio >= TARGET.seq, string.format("%.2f (>= %.2f)", f.ratio, TARGET.seq))
+  line("sequential SDK overhead", f.overhead_us <= TARGET.seq_us,
+    string.format("%.1f us per call (<= %d us)", f.overhead_us, TARGET.seq_us))
+  if f.spread_pct then
+    line("sequential, two halves of one run", f.spread_pct <= TARGET.stable_pct,
+      string.format("%.1f %% apart (<= %d %%)", f.spread_pct, TARGET.stable_pct))
+  end
+  local sock = median(col(r.socket, "rate"))
+  print(string.format("  %-34s %-5s %.2f x faster", "sequential vs socket.http + cjson", "info", f.sdk / sock))
   local rows = r.async or {}
+  local a = async_figures(r)
   if #rows == 0 or rows[1].available == 0 then
     print(string.format("  %-34s %-5s %s", "async 1,000 x 10 ms / 50 conns", "n/a", "async client not available yet"))
-  elseif rows[#rows].failed then
+  elseif not a then
     line("async 1,000 x 10 ms / 50 conns", false, "failed")
   else
-    local q = median(col(rows, "wall_ms")) / (rows[1].requests / (rows[1].conns or 50) * (rows[1].latency_ms or 10))
-    line("async 1,000 x 10 ms / 50 conns", q <= TARGET.async, string.format("%.2f x ideal (<= %.2f)", q, TARGET.async))
+    line("async 1,000 x 10 ms / 50 conns", a.ratio <= TARGET.async,
+      string.format("%.2f x ideal (<= %.2f)", a.ratio, TARGET.async))
   end
   local e = r.encode[1]
-  line("validate + encode vs cjson", e.prepare_us / e.cjson_us <= TARGET.encode,
-    string.format("%.2f x (<= %.2f)", e.prepare_us / e.cjson_us, TARGET.encode))
+  local er = e.prepare_med_us / e.cjson_med_us
+  line("validate + encode vs cjson", er <= TARGET.encode, string.format("%.2f x (<= %.2f)", er, TARGET.encode))
   local m = r.memory[1]
   local growth = m.rss2_kib - m.rss1_kib
   line("memory growth 1k -> 100k requests", growth < TARGET.memory_kib,

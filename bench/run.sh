@@ -4,9 +4,9 @@
 # temporary prefix and always stops them. See bench/README.md.
 #
 # Environment: LUA (lua5.4), BUILD (build/$LUA), NGINX (nginx), CC (gcc),
-# REPS (7: sequential repetitions), SECONDS_PER_REP (1); for the journey
+# REPS (10: sequential repetitions), SECONDS_PER_REP (1); for the journey
 # figures JOURNEYS, JOURNEYS_BIG, JOURNEY_LATENCY_MS, JOURNEY_MEM_LATENCY_MS,
-# JOURNEY_REPS (bench/journeys.lua).
+# JOURNEY_REPS (bench/journeys.lua); SKIP_JOURNEYS=1 leaves them out.
 set -eu
 
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ BUILD=${BUILD:-build/$LUA}
 NGINX=${NGINX:-nginx}
 BENCH_CC=${CC:-gcc}
 [ "$BENCH_CC" = cc ] && BENCH_CC=gcc
-REPS=${REPS:-7}
+REPS=${REPS:-10}
 SECS=${SECONDS_PER_REP:-1}
 LUA_PATH="./lua/?.lua;./lua/?/init.lua;;"
 LUA_CPATH="./$BUILD/?.so;;"
@@ -41,15 +41,30 @@ trap 'exit 130' INT TERM
 
 RESULTS=$TMP/results
 : >"$RESULTS"
-bench() { "$LUA" bench/bench.lua "$@"; }
+bench() { $PIN_CLIENT "$LUA" bench/bench.lua "$@"; }
 report() { bench report "$RESULTS" "$1"; }
 
 # ---------------------------------------------------------------- machine
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1 | tr ' ' '_')
+# The servers run on CPU 0 and every client on CPU 1 when taskset and two
+# CPUs are there: client and server then do not take turns on one core, and
+# the client does not migrate mid-run.
+if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
+  PIN_SERVER="taskset -c 0"
+  PIN_CLIENT="taskset -c 1"
+  pinned=yes
+else
+  PIN_SERVER=""
+  PIN_CLIENT=""
+  pinned=no
+fi
+cpuinfo() { sed -n "s/^$1[[:space:]]*: //p" /proc/cpuinfo | head -n 1 | tr ' ' '_'; }
+cpu=$(cpuinfo 'model name')
 luav=$("$LUA" -v 2>&1 | awk '{print $1 "_" $2; exit}')
 curlv=$(pkg-config --modversion libcurl 2>/dev/null || echo unknown)
 nginxv=$("$NGINX" -v 2>&1 | sed 's|.*nginx/||')
-echo "machine nproc=$(nproc) cpu=$cpu kernel=$(uname -r) curl=$curlv lua=$luav nginx=$nginxv" >>"$RESULTS"
+echo "machine nproc=$(nproc) cpu=$cpu vendor=$(cpuinfo vendor_id) family=$(cpuinfo 'cpu family')" \
+  "model=$(cpuinfo model) stepping=$(cpuinfo stepping) mhz=$(cpuinfo 'cpu MHz') pinned=$pinned" \
+  "kernel=$(uname -r) curl=$curlv lua=$luav nginx=$nginxv" >>"$RESULTS"
 report machine
 
 # ---------------------------------------------------------------- servers
@@ -64,7 +79,7 @@ start_nginx() {
   for _attempt in 1 2 3; do
     PORT=$(bench freeport)
     "$mkconf" "$dir" "$PORT" >"$dir/nginx.conf"
-    "$NGINX" -p "$dir/" -c "$dir/nginx.conf" -e "$dir/logs/error.log" &
+    $PIN_SERVER "$NGINX" -p "$dir/" -c "$dir/nginx.conf" -e "$dir/logs/error.log" &
     pid=$!
     PIDS="$PIDS $pid"
     i=0
@@ -165,6 +180,7 @@ SLOW=http://127.0.0.1:$PORT
 
 # ---------------------------------------------------------------- references
 "$BENCH_CC" -O2 -o "$TMP/raw_curl" bench/raw_curl.c $(pkg-config --cflags --libs libcurl)
+"$BENCH_CC" -O2 -o "$TMP/raw_multi" bench/raw_multi.c $(pkg-config --cflags --libs libcurl)
 UA=$(bench prepare "$TMP/body.json")
 
 cat >"$TMP/post.lua" <<EOF
@@ -178,7 +194,7 @@ wrk.body = f:read("*a")
 f:close()
 EOF
 wrk_rate() { # THREADS CONNECTIONS SECONDS URL
-  wrk -t"$1" -c"$2" -d"$3"s -s "$TMP/post.lua" "$4" | awk '/^Requests\/sec:/ {print $2}'
+  $PIN_CLIENT wrk -t"$1" -c"$2" -d"$3"s -s "$TMP/post.lua" "$4" | awk '/^Requests\/sec:/ {print $2}'
 }
 
 # wrk is context, not a reference: a figure it cannot give is left out.
@@ -195,16 +211,25 @@ done
 report ceiling
 
 # ---------------------------------------------------------------- 1, 2: sequential
-# Alternating repetitions, each a fresh process, so drift hits all three alike.
+# Alternating repetitions, each a fresh process, so drift hits all of them
+# alike: raw libcurl, the SDK, the SDK's transport alone, socket.http. The
+# odd and even repetitions are also reported apart, as two measurements.
 r=0
 while [ $r -lt "$REPS" ]; do
-  out=$("$TMP/raw_curl" "$FAST$GRANT_PATH" "$TMP/body.json" "$API_KEY" "$UA" "$SECS" 200000 200)
+  out=$($PIN_CLIENT "$TMP/raw_curl" "$FAST$GRANT_PATH" "$TMP/body.json" "$API_KEY" "$UA" "$SECS" 200000 200)
   echo "raw $out seconds_asked=$SECS" >>"$RESULTS"
   out=$(bench seq "$FAST" "$SECS" 200000 200)
   echo "seq $out seconds_asked=$SECS" >>"$RESULTS"
+  out=$(bench transport "$FAST" "$SECS" 200000 200)
+  echo "transport $out seconds_asked=$SECS" >>"$RESULTS"
   out=$(bench socket "$FAST" 0.5 50000 50)
   echo "socket $out seconds_asked=0.5" >>"$RESULTS"
   r=$((r + 1))
+done
+# The CPU cost of what is not the transfer, in a process of its own.
+for _r in 1 2 3; do
+  out=$(bench breakdown 0.1 7)
+  echo "breakdown $out" >>"$RESULTS"
 done
 report seq
 report socket
@@ -212,7 +237,7 @@ report socket
 # ---------------------------------------------------------------- 3: async
 # Absent (not built yet): "not available yet". Present but failing: reported
 # as failed, and the other figures still run.
-for _r in 1 2 3 4 5; do
+for _r in 1 2 3 4 5 6 7; do
   if out=$(bench async "$SLOW" 1000 50 100 2>"$TMP/async.err"); then
     echo "async $out conns=50 latency_ms=10" >>"$RESULTS"
     case "$out" in available=0*) break ;; esac
@@ -221,13 +246,17 @@ for _r in 1 2 3 4 5; do
     sed 's/^/  async: /' "$TMP/async.err" | head -n 5
     break
   fi
+  # The C reference, alternating with the SDK: the same bytes, connections and warm-up.
+  if out=$($PIN_CLIENT "$TMP/raw_multi" "$SLOW$GRANT_PATH" "$TMP/body.json" "$API_KEY" "$UA" 1000 50 100); then
+    echo "raw_multi $out" >>"$RESULTS"
+  fi
 done
 # The server's own capacity at 50 connections: it must not be the bottleneck.
 wrk_record wrk50 2 50 2 "$SLOW$GRANT_PATH"
 report async
 
 # ---------------------------------------------------------------- 4: encode
-out=$(bench encode 0.2 9)
+out=$(bench encode 0.2 11)
 echo "encode $out" >>"$RESULTS"
 report encode
 
@@ -243,5 +272,6 @@ report summary
 # The batch journey runner (bench/journeys.lua starts its own sandbox and
 # PostgreSQL cluster and stops them): wall time against the ideal, the
 # PostgreSQL fleet, a worker's peak memory, the sandbox's own ceiling.
+[ "${SKIP_JOURNEYS:-0}" = 1 ] && exit 0
 echo
 "$LUA" bench/journeys.lua

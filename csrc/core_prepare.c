@@ -422,6 +422,11 @@ static int walk_field(pctx *p, const ep_field *f, int idx)
             else
                 p->grants_sum += v;
         }
+        /* A valid string is canonical digits already: sent as given, not formatted again. */
+        if (t == LUA_TSTRING) {
+            s = lua_tolstring(L, idx, &len);
+            return put_raw_quoted(p, s, len);
+        }
         return ep_put_u64(&p->c, v, 1);
     }
     case T_TIMESTAMP:

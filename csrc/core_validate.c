@@ -38,10 +38,12 @@ static int is_digit(unsigned char c)
     return c >= '0' && c <= '9';
 }
 
-static int is_hex(unsigned char c)
-{
-    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
+/* 1 for a hex digit: the UUID check runs for every id of every call. */
+static const unsigned char hex_class[256] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+};
 
 static int is_upper(unsigned char c)
 {
@@ -187,14 +189,12 @@ int ep_is_uuid(const char *s, size_t len)
 {
     size_t i;
 
-    if (len != 36)
+    if (len != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-')
         return 0;
     for (i = 0; i < 36; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
-                return 0;
-        } else if (!is_hex(c))
+        if (i == 8 || i == 13 || i == 18 || i == 23)
+            continue;
+        if (!hex_class[(unsigned char)s[i]])
             return 0;
     }
     return 1;
@@ -459,25 +459,34 @@ static int parse_micro_str(const char *s, size_t len, int allow_zero, uint64_t *
     uint64_t v = 0;
     size_t i;
 
-    ep_quote(s, len, q, sizeof q);
+    /* The quoted value is made only for a message: this runs for every amount of every call. */
     if (len == 0)
-        return fail(msg, cap, "%s (got %s)", what, q);
+        goto bad;
     for (i = 0; i < len; i++)
         if (!is_digit((unsigned char)s[i]))
-            return fail(msg, cap, "%s (got %s)", what, q);
+            goto bad;
     /* "05" might be a typo for "0.5" or "50": refuse to guess with money. */
-    if (len > 1 && s[0] == '0')
+    if (len > 1 && s[0] == '0') {
+        ep_quote(s, len, q, sizeof q);
         return fail(msg, cap, "%s without leading zeros (got %s)", what, q);
+    }
     for (i = 0; i < len; i++) {
         unsigned d = (unsigned)(s[i] - '0');
-        if (v > (EP_MICRO_MAX - d) / 10)
+        if (v > (EP_MICRO_MAX - d) / 10) {
+            ep_quote(s, len, q, sizeof q);
             return fail(msg, cap, "must be at most 9223372036854775807 micro-dollars (got %s)", q);
+        }
         v = v * 10 + d;
     }
-    if (v == 0 && !allow_zero)
+    if (v == 0 && !allow_zero) {
+        ep_quote(s, len, q, sizeof q);
         return fail(msg, cap, "must be greater than 0 (got %s)", q);
+    }
     *out = v;
     return 0;
+bad:
+    ep_quote(s, len, q, sizeof q);
+    return fail(msg, cap, "%s (got %s)", what, q);
 }
 
 #if !EPARTNER_HAVE_INTEGER
@@ -503,15 +512,17 @@ int ep_micro_from_lua(lua_State *L, int idx, int allow_zero, uint64_t *out, char
         return parse_micro_str(s, len, allow_zero, out, msg, cap);
     }
     case LUA_TNUMBER:
-        describe_number(L, idx, d, sizeof d);
 #if EPARTNER_HAVE_INTEGER
         if (lua_isinteger(L, idx)) {
             lua_Integer i = lua_tointeger(L, idx);
-            if (i < 0 || (i == 0 && !allow_zero))
-                return fail(msg, cap, "%s (got %s)", what, d);
-            *out = (uint64_t)i;
-            return 0;
+            if (i >= 0 && !(i == 0 && !allow_zero)) {
+                *out = (uint64_t)i;
+                return 0;
+            }
+            describe_number(L, idx, d, sizeof d);
+            return fail(msg, cap, "%s (got %s)", what, d);
         }
+        describe_number(L, idx, d, sizeof d);
         return fail(msg, cap, "%s (got %s, a float: pass amounts as strings like \"1500000\")", what, d);
 #else
         {
@@ -520,6 +531,7 @@ int ep_micro_from_lua(lua_State *L, int idx, int allow_zero, uint64_t *out, char
                 *out = (uint64_t)n;
                 return 0;
             }
+            describe_number(L, idx, d, sizeof d);
             return fail(msg, cap, "%s (got %s; numbers are exact only for integers below 2^53: pass amounts as strings)",
                         what, d);
         }

@@ -453,6 +453,12 @@ void ecurl_transfer_release(ecurl_transfer *tr)
          * next request fast: live connections, DNS and TLS session caches.
          */
         curl_easy_reset(tr->easy);
+        /*
+         * The reset turned signals back on, and curl_easy_cleanup then saves,
+         * ignores and restores SIGPIPE around itself: three system calls per
+         * request, a tenth of a request's cost on a virtual machine.
+         */
+        curl_easy_setopt(tr->easy, CURLOPT_NOSIGNAL, 1L);
         tr->easy = NULL;
     }
     if (tr->headers) {
@@ -494,6 +500,7 @@ CURL *ecurl_transfer_detach(ecurl_transfer *tr)
     if (easy) {
         /* Forget our slist, CURLU, body and error buffer before anyone else uses the handle. */
         curl_easy_reset(easy);
+        curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L); /* see ecurl_transfer_release */
         tr->easy = NULL;
     }
     return easy;

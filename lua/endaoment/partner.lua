@@ -63,8 +63,17 @@ function M.is_null(v)
   return v == core.null
 end
 
+-- The options of a call given none: read-only, so that no code path can
+-- leave something in it for the next call.
+local EMPTY = setmetatable({}, { __newindex = function() error("endaoment.partner: EMPTY is read-only", 2) end })
+
 -- The natural id of a body for op, or nil (absent, not a usable string).
 local MAX_NATURAL_ID = 1024
+-- "inboundCustodianTransfer.partnerFundingTransferId": made once, not per call.
+local NATURAL_FIELD = {}
+for op, spec in pairs(OPS) do
+  if spec.natural then NATURAL_FIELD[op] = table.concat(spec.natural, ".") end
+end
 local function natural_id(op, body)
   local path = OPS[op] and OPS[op].natural
   if not path or type(body) ~= "table" then return nil end
@@ -73,8 +82,8 @@ local function natural_id(op, body)
     if type(v) ~= "table" then return nil end
     v = rawget(v, path[i])
   end
-  if type(v) ~= "string" or v == "" or #v > MAX_NATURAL_ID or v:find("%z") then return nil end
-  return v, table.concat(path, ".")
+  if type(v) ~= "string" or v == "" or #v > MAX_NATURAL_ID or v:find("\0", 1, true) then return nil end
+  return v, NATURAL_FIELD[op]
 end
 M._natural_id = natural_id
 
@@ -472,12 +481,35 @@ function Client:_send(req, meta)
     req.max_sends = self:_send_budget(req, meta)
     res, terr = self.transport:request(req)
     local attempts = self:_count_sends(meta, res, terr)
+    -- (a success is never retried: no policy to consult)
+    if res and res.status >= 200 and res.status < 300 then break end
     local wait = self:_retry_wait(attempts, res, terr, req)
     if not wait then break end
     if self.transport.sleep then self.transport:sleep(wait) end
   end
   meta.elapsed_ms = math.floor((wall_ms() - t0) * 10 + 0.5) / 10
   return self:_finish(res, terr, meta)
+end
+
+-- The headers of a call without per-call credentials or headers are the
+-- same every time: made once per kind and reused (read-only: a planner that
+-- adds to them copies first). Keyed on the credentials, which a caller may
+-- replace on the client (a refreshed token).
+local function cached_headers(self, auth, has_body)
+  local cache = self._hcache
+  if not cache then
+    cache = {}
+    self._hcache = cache
+  end
+  local slot = auth .. (has_body and "+" or "-")
+  local c = cache[slot]
+  if c and c.api_key == self.api_key and c.bearer == self.bearer_token and c.ua == self.user_agent then
+    return c.h
+  end
+  local h, herr = self:_headers(auth, EMPTY, has_body)
+  if not h then return nil, herr end
+  cache[slot] = { h = h, api_key = self.api_key, bearer = self.bearer_token, ua = self.user_agent }
+  return h
 end
 
 function Client:_headers(auth, opts, has_body)
@@ -635,12 +667,19 @@ local function build_query(op, spec, q)
   return #parts > 0 and ("?" .. table.concat(parts, "&")) or ""
 end
 
+-- core.prepare's options, filled in per call: prepare reads them at once
+-- and nothing runs in between, so one table serves every call.
+local PREPARE_OPTS = {}
+
 local function plan_body(op, spec)
   return function(self, body, opts)
-    opts = opts or {}
+    opts = opts or EMPTY
     local meta = { attempts = 0 }
-    local oerr = check_call_opts(opts, spec, op)
-    if oerr then return nil, oerr, meta end
+    local plain = next(opts) == nil -- the common call: no options to check or apply
+    if not plain then
+      local oerr = check_call_opts(opts, spec, op)
+      if oerr then return nil, oerr, meta end
+    end
     local key, source = opts.idempotency_key, nil
     if spec.keyed then
       if key ~= nil or (type(body) == "table" and rawget(body, "idempotencyKey") ~= nil) then
@@ -655,17 +694,26 @@ local function plan_body(op, spec)
         end
       end
     end
-    local json, info = core.prepare(op, body, { strict = self.strict, idempotency_key = key })
+    PREPARE_OPTS.strict, PREPARE_OPTS.idempotency_key = self.strict, key
+    local json, info = core.prepare(op, body, PREPARE_OPTS)
+    PREPARE_OPTS.idempotency_key = nil
     if not json then return nil, info, meta end
     meta.idempotency_key = info.idempotency_key
     meta.idempotency_key_source = source
     meta.warnings = info.warnings
-    local headers, herr = self:_headers(spec.auth, opts, true)
-    if not headers then return nil, new_error("config", herr), meta end
-    if spec.acting_user and opts.user_id then
-      headers["x-endaoment-user-id"] = opts.user_id:lower()
+    local headers, herr
+    if plain then
+      headers, herr = cached_headers(self, spec.auth, true)
+    else
+      headers, herr = self:_headers(spec.auth, opts, true)
     end
-    for k, v in pairs(opts.headers or {}) do headers[k:lower()] = v end
+    if not headers then return nil, new_error("config", herr), meta end
+    if not plain then
+      if spec.acting_user and opts.user_id then
+        headers["x-endaoment-user-id"] = opts.user_id:lower()
+      end
+      for k, v in pairs(opts.headers or EMPTY) do headers[k:lower()] = v end
+    end
     local req = request_for(self, spec.method, spec.path, headers, json, opts)
     -- Not idempotent by contract: a resend after a lost answer could act twice.
     if spec.retry == "429" then req.retry_safe = false end

@@ -52,6 +52,15 @@ local function with_traceback(e)
   return traceback(type(e) == "string" and e or tostring(e), 2)
 end
 
+-- cb(a, b, c) under xpcall with a traceback: arguments straight through
+-- where xpcall takes them (5.2+, LuaJIT), else through a closure (5.1).
+local call_protected
+if select(2, xpcall(function(x) return x end, with_traceback, true)) == true then
+  call_protected = function(cb, a, b, c) return xpcall(cb, with_traceback, a, b, c) end
+else
+  call_protected = function(cb, a, b, c) return xpcall(function() return cb(a, b, c) end, with_traceback) end
+end
+
 local function default_on_error(err, info)
   io.stderr:write("endaoment.partner: error in the async callback of ", tostring(info.call), " (idempotency key ",
     tostring(info.idempotency_key), "): ", tostring(err), "\n")
@@ -183,6 +192,14 @@ end
 -- An attempt of h finished: retry later (same req, same bytes, same key) or settle.
 local function attempt_done(self, st, h, res, terr)
   h.state = "settling"
+  if res and res.status >= 200 and res.status < 300 and (res.sends or 1) <= 1 then
+    -- The common case: sent once, succeeded. Nothing to retry and no
+    -- on_retry to run (so nothing to protect): counted and settled here.
+    local meta = h._meta
+    meta.attempts = (meta.attempts or 0) + 1
+    settle(self, st, h, res, terr)
+    return
+  end
   local ok, wait = xpcall(function()
     local attempts = self:_count_sends(h._meta, res, terr)
     return self:_retry_wait(attempts, res, terr, h._req)
@@ -263,7 +280,7 @@ local function step(self, st, drive, where)
       n = n + 1
       local cb = h._cb
       h._cb, h._req = nil, nil
-      local ok, e = xpcall(function() return cb(item[2], item[3], item[4]) end, with_traceback)
+      local ok, e = call_protected(cb, item[2], item[3], item[4])
       if not ok then report(self, e, h, "callback") end
     end
   end
