@@ -150,6 +150,16 @@ describe("contract fixes", function()
     assert.equal(404, err.status)
   end)
 
+  it("an EIN path parameter is checked by the core's rule before anything is sent", function()
+    for _, bad in ipairs({ "12345678", "1234567890", "123-456789", "12-345678a", "", 530196605 }) do
+      local none, err, meta = c:find_org_by_ein(bad)
+      assert.is_nil(none)
+      assert.equal("invalid", err.kind)
+      assert.equal("ein", err.field)
+      assert.equal(0, meta.attempts)
+    end
+  end)
+
   it("fund reads use the documented names", function()
     local _, fund = fund_for(c, "00000010")
     local f = assert(c:get_fund(fund.id))

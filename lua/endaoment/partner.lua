@@ -617,10 +617,9 @@ local PARAM = {
     if type(v) == "string" and core.is_uuid(v) then return v:lower() end
     return nil, "must be a UUID string"
   end,
+  -- The core's rule, the one the schema's EIN fields are checked with.
   ein = function(v)
-    if type(v) == "string" and (v:match("^%d%d%d%d%d%d%d%d%d$") or v:match("^%d%d%-%d%d%d%d%d%d%d$")) then
-      return v
-    end
+    if type(v) == "string" and core.is_ein(v) then return v end
     return nil, "must be 9 digits, with or without a hyphen after the second"
   end,
 }

@@ -309,13 +309,27 @@ end
 
 local function submit(self, call, planner, ...)
   local n = select("#", ...)
-  local args = { ... }
-  local cb = args[n]
+  local cb = n > 0 and select(n, ...) or nil
   if type(cb) ~= "function" then
     return nil, new_error("invalid", call .. "_async: the last argument must be the callback " ..
       "function(result, err, meta)", { field = "callback" }), { attempts = 0 }
   end
-  local req, perr, meta = planner(self, unpack(args, 1, n - 1))
+  -- The planner gets every argument but the callback; the usual counts
+  -- without a table.
+  local req, perr, meta
+  local a1, a2, a3 = ...
+  if n == 1 then
+    req, perr, meta = planner(self)
+  elseif n == 2 then
+    req, perr, meta = planner(self, a1)
+  elseif n == 3 then
+    req, perr, meta = planner(self, a1, a2)
+  elseif n == 4 then
+    req, perr, meta = planner(self, a1, a2, a3)
+  else
+    local args = { ... }
+    req, perr, meta = planner(self, unpack(args, 1, n - 1))
+  end
   if not req then return nil, perr, meta end
   meta = perr
   local st, why = async_state(self)
