@@ -4,6 +4,7 @@
 -- LuaJIT build on the package paths. stop() returns nil and the log if the
 -- error log has any [error], [alert], [crit] or [emerg] line: it never raises,
 -- so cleanup after it still runs (assert its result once everything is down).
+local util = require "spec.helpers.util"
 local socket = require "socket"
 
 local M = {}
@@ -11,9 +12,7 @@ local M = {}
 M.NGINX = os.getenv("NGINX") or "nginx"
 M.MODULES = os.getenv("NGINX_MODULES") or "/usr/lib/nginx/modules"
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local q = util.q
 
 local function sh(cmd)
   local p = assert(io.popen(cmd .. " 2>&1"))
@@ -30,12 +29,7 @@ local function read(path)
   return s
 end
 
-function M.free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+M.free_port = util.free_port
 
 local function listening(port, seconds)
   local deadline = socket.gettime() + seconds

@@ -11,15 +11,14 @@
 -- watchdog shell stops the server if this process dies without either (kill -9).
 -- As root (the specs run as root) the server runs as the "postgres" user
 -- through runuser, since initdb and postgres refuse to run as root.
+local util = require "spec.helpers.util"
 local socket = require "socket"
 
 local M = {}
 
 M.START_SECONDS = 30
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local q = util.q
 
 -- Output and exit status of a shell command (portable to 5.1, whose
 -- pipe close gives no status).
@@ -43,12 +42,7 @@ local function my_pid()
   return tonumber(read("/proc/self/stat"):match("^(%d+)"))
 end
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+local free_port = util.free_port
 
 -- The directory with initdb and pg_ctl: $PG_BINDIR, else the newest of
 -- /usr/lib/postgresql/*/bin (Debian), else pg_config --bindir, else PATH.

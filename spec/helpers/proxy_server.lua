@@ -2,15 +2,14 @@
 -- own config and log file in a temp dir (scripts/deps.sh installs it).
 --   local proxy = assert(require("spec.helpers.proxy_server").start())
 --   proxy.url, proxy.connects() -> { "127.0.0.1:8443", ... }, proxy.log(), proxy.stop()
+local util = require "spec.helpers.util"
 local socket = require "socket"
 
 local M = {}
 
 M.TINYPROXY = os.getenv("TINYPROXY") or "tinyproxy"
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local q = util.q
 
 local function sh(cmd)
   local p = assert(io.popen(cmd .. " 2>&1"))
@@ -27,12 +26,7 @@ local function read(path)
   return s
 end
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+local free_port = util.free_port
 
 local function listening(port, seconds)
   local deadline = socket.gettime() + seconds

@@ -13,15 +13,14 @@
 -- with keep-alive; a cancel (POST .../cancel) is answered 200 the first time
 -- per id and 400 "Grant is Cancelled" after, as the API does; other POSTs
 -- 201, GETs 200, with a small JSON body.
+local util = require "spec.helpers.util"
 local socket = require "socket"
 
 local M = {}
 
 M.LUA = os.getenv("SANDBOX_LUA") or "lua5.4"
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local q = util.q
 
 local SERVER = [==[
 local socket = require "socket"

@@ -5,6 +5,7 @@
 --                  does not do: chunked bodies, 1xx responses, repeated
 --                  headers, huge header sections, redirects, request echo
 -- Specs must call stop() (in a finally or after_each).
+local util = require "spec.helpers.util"
 local socket = require "socket"
 
 local M = {}
@@ -19,9 +20,7 @@ local function sh(cmd)
   return ok, out, code
 end
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local q = util.q
 
 local function write(path, text)
   local f = assert(io.open(path, "wb"))
@@ -37,12 +36,7 @@ local function read(path)
   return s
 end
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+local free_port = util.free_port
 
 local function wait_listening(host, port, seconds)
   local deadline = socket.gettime() + seconds

@@ -29,4 +29,18 @@ function M.rm_store(path)
   for _, s in ipairs({ "", "-wal", "-shm", "-journal", ".claims", ".lock" }) do os.remove(path .. s) end
 end
 
+-- A string quoted for /bin/sh.
+function M.q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- A free TCP port on 127.0.0.1 (free when asked: a server that binds it
+-- later may still lose it to another process, so callers retry).
+function M.free_port()
+  local s = assert(require("socket").bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
 return M
