@@ -550,8 +550,7 @@ static int l_request(lua_State *L)
     }
     if (ecurl_lua_begin_request(L, base, tr, &t->cfg, &req, &err) != 0 ||
         ecurl_transfer_setup(tr, easy, &t->cfg, &req, &err) != 0) {
-        ecurl_transfer_release(tr);
-        curl_easy_cleanup(easy);
+        ecurl_transfer_end(tr, easy);
         t->busy = 0;
         return ecurl_lua_push_error(L, &err, -1, -1);
     }
@@ -568,8 +567,7 @@ static int l_request(lua_State *L)
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushlightuserdata(L, t);
     rc = lua_pcall(L, 1, LUA_MULTRET, 0);
-    ecurl_transfer_release(tr);
-    curl_easy_cleanup(easy);
+    ecurl_transfer_end(tr, easy);
     t->busy = 0;
     if (t->close_pending) {
         t->close_pending = 0;

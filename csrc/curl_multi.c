@@ -164,16 +164,16 @@ ecurl_mitem *ecurl_multi_item_new(void)
     return it;
 }
 
-/* Takes the item's easy handle out of the multi handle and keeps it for reuse (or frees it). */
+/* Takes the item's easy handle out of the multi handle and frees it (its buffers stay in the item). */
 static void retire_easy(ecurl_multi *m, ecurl_mitem *it)
 {
-    CURL *easy;
-    if (it->in_multi && it->tr.easy && m->multi)
-        curl_multi_remove_handle(m->multi, it->tr.easy);
+    CURL *easy = it->tr.easy;
+    if (it->in_multi && easy && m->multi)
+        curl_multi_remove_handle(m->multi, easy);
     it->in_multi = 0;
-    easy = ecurl_transfer_detach(&it->tr);
     if (!easy)
         return;
+    it->tr.easy = NULL;
     /*
      * Never reused: libcurl before 8.1.0 (Debian 12 ships 7.88) frees a
      * transfer's headers but keeps pointing at them in the easy handle, and a

@@ -494,16 +494,19 @@ void ecurl_transfer_release(ecurl_transfer *tr)
     tr->elapsed_ms = 0.0;
 }
 
-CURL *ecurl_transfer_detach(ecurl_transfer *tr)
+void ecurl_transfer_end(ecurl_transfer *tr, CURL *easy)
 {
-    CURL *easy = tr->easy;
-    if (easy) {
-        /* Forget our slist, CURLU, body and error buffer before anyone else uses the handle. */
-        curl_easy_reset(easy);
-        curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L); /* see ecurl_transfer_release */
+    /*
+     * The handle goes first, while the header list, CURLU, body and error
+     * buffer it points at are still alive: it needs no reset, and with
+     * CURLOPT_NOSIGNAL still set libcurl leaves SIGPIPE alone (no save,
+     * ignore and restore around the cleanup).
+     */
+    if (tr->easy == easy)
         tr->easy = NULL;
-    }
-    return easy;
+    if (easy)
+        curl_easy_cleanup(easy);
+    ecurl_transfer_release(tr);
 }
 
 static int method_is(const ecurl_transfer *tr, const char *m)
@@ -714,10 +717,9 @@ int ecurl_transfer_setup(ecurl_transfer *tr, CURL *easy, const ecurl_config *cfg
     }
 
     /*
-     * One easy handle is reused for every request of a transport: the reset
-     * clears the previous request's options but keeps its live connection
-     * (keep-alive), DNS cache and TLS sessions. Every option is applied
-     * again below.
+     * easy is a new handle (ecurl_easy_reuse_safe: never a second transfer
+     * on one), so there is nothing to reset; keep-alive connections, DNS and
+     * TLS sessions live in the multi handle.
      *
      * When a request fails on a reused connection that the server had
      * already closed, libcurl sends it again by itself on a fresh
@@ -726,7 +728,6 @@ int ecurl_transfer_setup(ecurl_transfer *tr, CURL *easy, const ecurl_config *cfg
      * (and refuses those past max_sends), and a request that must never be
      * resent gets a fresh connection, on which libcurl does not resend.
      */
-    curl_easy_reset(easy);
     tr->easy = easy;
     tr->errbuf[0] = '\0';
     tr->sends = 0;

@@ -184,12 +184,11 @@ int ecurl_transfer_next_header(ecurl_transfer *tr, size_t *pos, const char **nam
                                const char **value, size_t *vlen);
 void ecurl_transfer_release(ecurl_transfer *tr);
 /*
- * Takes the easy handle back from a finished (or abandoned) transfer: it is
- * reset and forgotten, ready for another transfer; the response buffers and
- * results stay in tr until ecurl_transfer_release(). NULL if none was set.
- * A multi owner calls curl_multi_remove_handle() first.
+ * Ends a transfer for good: cleans up easy (the handle it was set up on, or
+ * one that setup refused), then releases tr. A multi owner calls
+ * curl_multi_remove_handle() first.
  */
-CURL *ecurl_transfer_detach(ecurl_transfer *tr);
+void ecurl_transfer_end(ecurl_transfer *tr, CURL *easy);
 
 void ecurl_error_set(ecurl_error *err, ecurl_kind kind, int curl_code, const char *fmt, ...)
 #if defined(__GNUC__)
