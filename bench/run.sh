@@ -227,7 +227,7 @@ while [ $r -lt "$REPS" ]; do
   r=$((r + 1))
 done
 # The CPU cost of what is not the transfer, in a process of its own.
-for _r in 1 2 3; do
+for _r in 1 2 3 4 5; do
   out=$(bench breakdown 0.1 7)
   echo "breakdown $out" >>"$RESULTS"
 done
