@@ -374,6 +374,74 @@ describe("bin/endaoment-journey", function()
   end)
 end)
 
+describe("journey saves and durability", function()
+  -- A table store (docs/stores.md) that keeps documents in memory and notes
+  -- each save's info and what the document said of every step.
+  local function memory_store()
+    local docs, saves = {}, {}
+    local store = { name = "memory", multi = true, saves = saves }
+    function store.claim(_, id) return { journey_id = id } end
+    function store.load(_, c) return docs[c.journey_id] or false end
+    function store.save(_, c, text, info)
+      docs[c.journey_id] = text
+      local st = cjson.decode(text)
+      local sent, keys = {}, {}
+      for id, rec in pairs(st.steps) do
+        if rec.status == "sent" then sent[#sent + 1] = id end
+        keys[id] = rec.idempotencyKey
+      end
+      saves[#saves + 1] = { durable = info.durable, sent = sent, keys = keys }
+      return true
+    end
+    function store.release() end
+    function store.close() end
+    return store
+  end
+
+  it("flushes a random key before its request and marks outcome-only saves as losable", function()
+    local c = partner.new({ api_key = "sandbox-key", base_url = srv.url, derive_keys = false })
+    local store = memory_store()
+    local result, err = journey.run(c, plan(), { store = store })
+    assert(result, tostring(err))
+    c:close()
+    local durable, lazy = 0, 0
+    for _, sv in ipairs(store.saves) do
+      if sv.durable == true then
+        durable = durable + 1
+        -- a durable save is one that holds a step in flight with its random key
+        assert.equal(1, #sv.sent)
+        assert.is_string(sv.keys[sv.sent[1]])
+      else
+        assert.is_false(sv.durable)
+        assert.equal(0, #sv.sent)
+        lazy = lazy + 1
+      end
+    end
+    -- 3 keyed steps (2 donations, the grant) get random keys; 6 steps record an outcome
+    assert.equal(3, durable)
+    assert.equal(6, lazy)
+    -- every random key was on disk before its request: the sandbox saw exactly those keys
+    for _, sv in ipairs(store.saves) do
+      if sv.durable then
+        local key = sv.keys[sv.sent[1]]
+        local hits = 0
+        for _, r in ipairs(logged()) do
+          if r.headers and (r.body or ""):find(key, 1, true) then hits = hits + 1 end
+        end
+        assert.equal(1, hits, "key " .. key .. " sent once after its save")
+      end
+    end
+  end)
+
+  it("with derived keys, no save needs a flush before a request", function()
+    local store = memory_store()
+    local result, err = journey.run(client, plan(), { store = store })
+    assert(result, tostring(err))
+    for _, sv in ipairs(store.saves) do assert.is_false(sv.durable) end
+    assert.equal(6, #store.saves)
+  end)
+end)
+
 describe("journey.batch_file", function()
   local plans_h = require "spec.helpers.plans"
   local dir
