@@ -433,11 +433,17 @@ end
 
 -- Repetition i's SDK rate over its own raw rate (measured a second apart):
 -- the machine's drift, which moves both, cancels out of each ratio.
+local function by_rep(rows)
+  local t = {}
+  for i, row in ipairs(rows or {}) do t[row.rep or i] = row end
+  return t
+end
+
 local function rep_ratios(r)
-  local out = {}
+  local out, raw = {}, by_rep(r.raw)
   for i, row in ipairs(r.seq or {}) do
-    local raw = r.raw and r.raw[i]
-    if raw and row.rate and raw.rate then out[#out + 1] = { ratio = row.rate / raw.rate } end
+    local rw = raw[row.rep or i]
+    if rw and row.rate and rw.rate then out[#out + 1] = { ratio = row.rate / rw.rate } end
   end
   return out
 end
@@ -454,9 +460,9 @@ local function seq_figures(r)
     f.spread_pct = 100 * math.abs(f.ratio_a - f.ratio_b) / math.max(f.ratio_a, f.ratio_b)
   end
   -- The C binding: each repetition's transport time over its own raw time.
-  local binding = {}
+  local binding, raw_rows = {}, by_rep(r.raw)
   for i, row in ipairs(r.transport or {}) do
-    local rw = r.raw and r.raw[i]
+    local rw = raw_rows[row.rep or i]
     if rw and row.rate and rw.rate then binding[#binding + 1] = 1e6 / row.rate - 1e6 / rw.rate end
   end
   if #binding > 0 then f.transfer_us = f.raw_us + median(binding) end
