@@ -19,6 +19,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_common.h"
+
 typedef struct {
     char *data;
     size_t len, cap;
@@ -42,36 +44,6 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
     memcpy(b->data + b->len, ptr, n);
     b->len += n;
     return n;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *data;
-    long n;
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return NULL;
-    }
-    data = malloc((size_t)n + 1);
-    if (!data || fread(data, 1, (size_t)n, f) != (size_t)n) {
-        free(data);
-        fclose(f);
-        return NULL;
-    }
-    fclose(f);
-    data[n] = '\0';
-    *len = (size_t)n;
-    return data;
 }
 
 static int one(CURL *easy, buf_t *resp)

@@ -20,23 +20,9 @@ M.START_SECONDS = 30
 
 local q = util.q
 
--- Output and exit status of a shell command (portable to 5.1, whose
--- pipe close gives no status).
-local function sh(cmd)
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"__exit=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local body, code = out:match("^(.*)__exit=(%d+)%s*$")
-  return tonumber(code) == 0, body or out, tonumber(code)
-end
+local sh = util.sh
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = util.read_or_empty
 
 local function my_pid()
   return tonumber(read("/proc/self/stat"):match("^(%d+)"))

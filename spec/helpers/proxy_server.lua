@@ -11,20 +11,9 @@ M.TINYPROXY = os.getenv("TINYPROXY") or "tinyproxy"
 
 local q = util.q
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("*a")
-  local ok = p:close()
-  return ok, out
-end
+local sh = util.sh
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = util.read_or_empty
 
 local free_port = util.free_port
 

@@ -7,9 +7,7 @@ local M = {}
 
 M.LUA = os.getenv("SANDBOX_LUA") or "lua5.4"
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local shell_quote = require("spec.helpers.util").q
 M.shell_quote = shell_quote
 
 -- start({ "--latency-ms", "200" }[, { lua = "lua5.1", nofile = 4096 }])

@@ -13,12 +13,7 @@ local M = {}
 M.LUA = os.getenv("SANDBOX_LUA") or "lua5.4"
 M.NGINX = os.getenv("NGINX") or "nginx"
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return ok, out, code
-end
+local sh = util.sh
 
 local q = util.q
 
@@ -28,13 +23,7 @@ local function write(path, text)
   f:close()
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = util.read_or_empty
 
 local free_port = util.free_port
 

@@ -29,6 +29,22 @@ function M.rm_store(path)
   for _, s in ipairs({ "", "-wal", "-shm", "-journal", ".claims", ".lock" }) do os.remove(path .. s) end
 end
 
+-- A file's bytes, or "" when it cannot be read (logs and pid files that
+-- may not exist yet).
+function M.read_or_empty(path)
+  return M.read_file(path) or ""
+end
+
+-- ok, output (stdout and stderr), exit code of a shell command; portable to
+-- Lua 5.1, whose pipe close gives no status.
+function M.sh(cmd)
+  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"__exit=$?\""))
+  local out = p:read("*a")
+  p:close()
+  local body, code = out:match("^(.*)__exit=(%d+)%s*$")
+  return tonumber(code) == 0, body or out, tonumber(code)
+end
+
 -- A string quoted for /bin/sh.
 function M.q(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"

@@ -143,8 +143,9 @@ local function is_lost(msg)
   return false
 end
 
--- Runs sql; for a query returns the first row (a table) or false, else true.
-function Postgres:_exec(sql)
+-- Runs sql; for a query returns the first row (a table) or false (with
+-- `all`, the list of every row), else true.
+function Postgres:_exec(sql, all)
   local conn = self._conn
   if not conn then return nil, "the store is closed" end
   local cur, msg = conn:execute(sql)
@@ -156,6 +157,16 @@ function Postgres:_exec(sql)
     return nil, scrub(msg, self._secrets)
   end
   if type(cur) ~= "userdata" then return true end
+  if all then
+    local rows = {}
+    local row = cur:fetch({}, "n")
+    while row do
+      rows[#rows + 1] = row
+      row = cur:fetch({}, "n")
+    end
+    cur:close()
+    return rows
+  end
   local row = cur:fetch({}, "n")
   cur:close()
   return row or false
@@ -261,26 +272,13 @@ end
 
 function Postgres:_read_done(ids)
   local ok, res, msg = pcall(function()
-    local conn = self._conn
-    if not conn then return nil, "the store is closed" end
     local lits = {}
     for i, id in ipairs(ids) do lits[i] = self:_lit(id) end
-    local cur, emsg = conn:execute("SELECT journey_id, state FROM " .. TABLE .. " WHERE status = 'done' AND " ..
-      "journey_id IN (" .. table.concat(lits, ", ") .. ")")
-    if not cur then
-      if is_lost(emsg) and not self._lost then
-        self._lost = "the connection to " .. self.name .. " was lost (" .. scrub(emsg, self._secrets) ..
-          "), and its claims with it: close the store and open it again"
-      end
-      return nil, scrub(emsg, self._secrets)
-    end
+    local rows, emsg = self:_exec("SELECT journey_id, state FROM " .. TABLE .. " WHERE status = 'done' AND " ..
+      "journey_id IN (" .. table.concat(lits, ", ") .. ")", true)
+    if not rows then return nil, emsg end
     local out = {}
-    local row = cur:fetch({}, "n")
-    while row do
-      out[row[1]] = row[2]
-      row = cur:fetch({}, "n")
-    end
-    cur:close()
+    for _, row in ipairs(rows) do out[row[1]] = row[2] end
     return out
   end)
   if not ok then msg, res = res, nil end

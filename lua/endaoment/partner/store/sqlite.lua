@@ -61,11 +61,23 @@ local function retrying(fn)
 end
 
 -- Runs one statement; returns its row count, or the first row's columns for
--- a query (a table, or false when there is none).
-local function exec(conn, sql)
+-- a query (a table, or false when there is none; with `all`, the list of
+-- every row).
+local function exec(conn, sql, all)
   local cur, msg = conn:execute(sql)
   if not cur then return nil, msg end
   if type(cur) ~= "userdata" then return cur end
+  if all then
+    local rows = {}
+    local row, ferr = cur:fetch({}, "n")
+    while row do
+      rows[#rows + 1] = row
+      row, ferr = cur:fetch({}, "n")
+    end
+    cur:close()
+    if ferr then return nil, ferr end
+    return rows
+  end
   local row, ferr = cur:fetch({}, "n")
   cur:close()
   if row then return row end
@@ -178,22 +190,12 @@ function SQLite:_read_done(ids)
   for i, id in ipairs(ids) do lits[i] = literal(conn, id) end
   local sql = "SELECT journey_id, state FROM " .. TABLE .. " WHERE status = 'done' AND journey_id IN (" ..
     table.concat(lits, ", ") .. ")"
-  local out, msg = retrying(function()
-    local cur, emsg = conn:execute(sql)
-    if not cur then return nil, emsg end
-    local res = {}
-    local row, ferr = cur:fetch({}, "n")
-    while row do
-      res[row[1]] = row[2]
-      row, ferr = cur:fetch({}, "n")
-    end
-    cur:close()
-    if ferr then return nil, ferr end
-    return res
-  end)
-  if out == nil then
+  local rows, msg = retrying(function() return exec(conn, sql, true) end)
+  if rows == nil then
     return nil, config_error("cannot read " .. #ids .. " journeys from " .. self.name .. ": " .. clean(msg))
   end
+  local out = {}
+  for _, row in ipairs(rows) do out[row[1]] = row[2] end
   return out
 end
 
