@@ -329,13 +329,42 @@ void ecurl_multi_close(ecurl_multi *m)
 /* ------------------------------------------------------------------------ */
 /* transfers                                                                */
 
+/*
+ * A transfer that got a connection slot starts at once, not at the next
+ * poll: libcurl's timer for it is due now, and running it sends the
+ * request (or starts the connect) while the caller prepares its next call.
+ * A batch of submissions then overlaps its own preparation. Only libcurl
+ * runs here, never Lua; what finishes waits in done for the next drive,
+ * and the timeout says 0 meanwhile. A failure leaves the timer due, so the
+ * next drive runs it again and reports it.
+ */
+static int timer_due(const ecurl_multi *m);
+
+static void kick(ecurl_multi *m)
+{
+    int running = 0;
+    CURLMcode mc;
+
+    if (m->closed || !timer_due(m))
+        return;
+    m->timer_set = 0;
+    mc = curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    if (mc != CURLM_OK && !m->timer_set) {
+        m->timer_set = 1;
+        m->timer_at_ms = now_ms();
+    }
+    collect(m);
+}
+
+
 int64_t ecurl_multi_submit(ecurl_multi *m, ecurl_mitem *it, long timeout_ms, long connect_timeout_ms)
 {
     it->timeout_ms = timeout_ms;
     it->connect_timeout_ms = connect_timeout_ms;
     it->id = ++m->next_id;
     list_push(&m->queued, it);
-    start_queued(m);
+    if (start_queued(m) > 0)
+        kick(m);
     return it->id;
 }
 
