@@ -5,7 +5,8 @@
  *
  *   local m = curl.multi{ ca_file=, max_response_bytes=, user_agent=,
  *                         allow_http_loopback=, proxy=, no_proxy=, max_connections= }
- *   local id, err = m:add(req)       -- req as for t:request; never blocks
+ *   local id, err = m:add(req)       -- req as for t:request; never blocks; with a free
+ *                                       connection slot libcurl starts it at once
  *   local n, err = m:perform()       -- moves bytes; never blocks;
  *                                       n = transfers added and not yet taken by next()
  *   local id, res = m:next()         -- one finished transfer: id, res | id, nil, err | nil

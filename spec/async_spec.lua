@@ -207,7 +207,8 @@ describe("async calls", function()
     local t0 = now_ms()
     while now_ms() - t0 < 600 do client:poll(0); socket.sleep(0.01) end
     assert.is_false(called)
-    -- a handle cancelled before it ran, and one whose result is already in
+    -- a handle cancelled right after its call (sent already: cancel stops
+    -- the wait, not the request), and one whose result is already in
     local cb, calls = recorder()
     local a = assert(client:whoami_async(cb))
     assert.is_true(a:cancel())
@@ -502,6 +503,108 @@ describe("with 200 ms of server latency", function()
     assert.is_true(saw_fd)
     assert.is_true(rounds < 200, "busy loop: " .. rounds .. " rounds")
     assert.equal(-1, c:timeout_ms())
+  end)
+
+  -- Requests the server has received (it logs on arrival, answers 200 ms later).
+  local function arrived() return #slow.logged("/v1/auth/whoami") end
+
+  -- n requests to completion: n kept-alive connections, as a client in use has.
+  local function warm(c, n)
+    local cb, calls = recorder()
+    for _ = 1, n do assert(c:whoami_async(cb)) end
+    assert.is_true(run_until(c, function() return #calls == n end))
+  end
+
+  it("sends a request inside its _async call when a slot is free; the rest wait in Lua, not in libcurl", function()
+    local c = new_client({ max_connections = 2 }, slow.url)
+    finally(function() c:close() end)
+    warm(c, 2)
+    local before = arrived()
+    local cb, calls = recorder()
+    local hs = {}
+    for i = 1, 6 do hs[i] = assert(c:whoami_async(cb)) end
+    -- libcurl holds the two that run and nothing else (no URL, header list
+    -- or body copy for the four that wait)
+    local in_multi, running = c._async.multi:count()
+    assert.equal(2, in_multi)
+    assert.equal(2, running)
+    assert.equal("running", hs[2].state)
+    assert.equal("queued", hs[3].state)
+    -- on the kept-alive connections they left without any poll (a new
+    -- connection is started there, and connected by the next poll)
+    local deadline = now_ms() + 2000
+    while arrived() - before < 2 and now_ms() < deadline do socket.sleep(0.01) end
+    assert.equal(2, arrived() - before)
+    assert.equal(0, #calls)
+    assert.is_true(run_until(c, function() return #calls == 6 end, 20))
+    assert.equal(6, arrived() - before)
+    for _, call in ipairs(calls) do assert.is_nil(call.err) end
+    assert.equal(0, c:pending())
+  end)
+
+  it("moves bytes during a long run of _async calls, and leaves the outcome to the next poll", function()
+    local c = new_client({ max_connections = 1 }, slow.url)
+    finally(function() c:close() end)
+    warm(c, 1)
+    local before = arrived()
+    local cb, calls = recorder()
+    local first = assert(c:whoami_async(cb))
+    socket.sleep(0.3)                                  -- its answer is in, unread
+    local second = assert(c:whoami_async(cb))          -- queued: the one slot looks taken
+    -- the second call read the first answer and sent the second request
+    local deadline = now_ms() + 2000
+    while arrived() - before < 2 and now_ms() < deadline do socket.sleep(0.01) end
+    assert.equal(2, arrived() - before)
+    assert.equal("running", second.state)
+    -- no callback ran inside the call; the outcome is due at once
+    assert.equal(0, #calls)
+    assert.is_false(first:done())
+    assert.equal(0, c:timer_ms())
+    assert.equal(0, c:timeout_ms())
+    assert.equal(1, c:poll(0))
+    assert.equal(1, #calls)
+    assert.is_nil(calls[1].err)
+    assert.is_true(first:done())
+    assert.is_true(run_until(c, function() return #calls == 2 end))
+    -- an outcome read that way can still be cancelled: its callback never runs
+    local third = assert(c:whoami_async(cb))
+    socket.sleep(0.3)
+    assert(c:whoami_async(cb))
+    assert.equal("finished", third.state)
+    assert.is_true(third:cancel())
+    assert.is_true(run_until(c, function() return c:pending() == 0 end))
+    assert.equal(3, #calls)
+    assert.equal(4, arrived() - before)
+  end)
+
+  it("cancels a queued request before it is sent, and close() cancels the queue", function()
+    local c = new_client({ max_connections = 1 }, slow.url)
+    local before = arrived()
+    local cb, calls = recorder()
+    local a = assert(c:whoami_async(cb))
+    local b = assert(c:whoami_async(cb))
+    local d = assert(c:whoami_async(cb))
+    assert.equal("queued", b.state)
+    assert.is_true(b:cancel())
+    assert.is_true(b:done())
+    assert.equal(2, c:pending())
+    assert.is_true(run_until(c, function() return #calls == 2 end))
+    assert.is_true(a:done() and d:done())
+    assert.equal(2, arrived() - before)               -- b never left
+    -- close with one running and two queued: no callback, nothing pending
+    local hs = {}
+    for i = 1, 3 do hs[i] = assert(c:whoami_async(cb)) end
+    assert.equal("queued", hs[3].state)
+    c:close()
+    for i = 1, 3 do assert.is_true(hs[i]:done()) end
+    assert.equal(0, c:pending())
+    assert.equal(0, c:wait(300))
+    assert.equal(2, #calls)
+    -- the running one had left (on the kept-alive connection), the queued never
+    local deadline = now_ms() + 2000
+    while arrived() - before < 3 and now_ms() < deadline do socket.sleep(0.01) end
+    socket.sleep(0.1)
+    assert.equal(3, arrived() - before)
   end)
 end)
 

@@ -82,11 +82,14 @@ end
 -- handles
 ---------------------------------------------------------------------------
 
--- state: "running" (in the multi handle), "waiting" (for a retry), "settling"
--- (an attempt finished, deciding), "ready" (result queued for its callback),
--- "done" (callback called) or "cancelled" (never called).
+-- state: "queued" (waiting for a connection slot), "running" (in the multi
+-- handle), "waiting" (for a retry), "settling" (an attempt finished,
+-- deciding), "ready" (result queued for its callback), "done" (callback
+-- called) or "cancelled" (never called).
 local Handle = {}
 Handle.__index = Handle
+
+local fill -- (st): queued requests take the free connection slots
 
 function Handle:done()
   return self.state == "done" or self.state == "cancelled"
@@ -106,13 +109,20 @@ function Handle:cancel()
   if s == "done" or s == "cancelled" then return false end
   self.state = "cancelled"
   st.npending = st.npending - 1
+  self._cb, self._req = nil, nil
   if s == "running" then
     st.by_id[self._id] = nil
-    if not st.closed then st.multi:cancel(self._id) end
+    st.nrunning = st.nrunning - 1
+    if not st.closed then
+      st.multi:cancel(self._id)
+      fill(st)                   -- its slot goes to the next queued request
+    end
   elseif s == "waiting" then
     remove_timer(st, self)
   end
-  self._cb, self._req = nil, nil
+  -- "queued": left in the queue, which skips it; "finished": out of the
+  -- multi handle already, its outcome dropped here
+  self._res, self._terr = nil, nil
   return true
 end
 
@@ -153,26 +163,47 @@ local function async_state(self)
   if not multi then return nil, "cannot create the libcurl multi handle: " .. tostring(err and err.message) end
   st = {
     multi = multi,
+    max = o.max_connections or M.DEFAULT_MAX_CONNECTIONS,
+    nrunning = 0,      -- handles in the multi handle
     by_id = {},        -- transfer id -> handle, while running
+    -- Requests beyond max wait here, as Lua tables only: libcurl's request
+    -- (URL, header list, body copy: about 4 KiB) is built when one starts,
+    -- so a batch of thousands costs the memory of the ones in flight.
+    queue = {}, qhead = 1, qtail = 0,
+    fin = {}, nfin = 0, -- handles whose transfer finished, outcome not yet read
+    last_progress = 0,
     timers = {},       -- handles waiting for a retry (h._due)
     ready = {},        -- { h, result, err, meta } queued for callbacks
     rhead = 1, rtail = 0,
     npending = 0,      -- handles neither done nor cancelled
     closed = false,
+    client = self,
   }
   self._async = st
   return st
 end
 
--- Starts one attempt of h; true, or nil and the transport's error table.
-local function start_attempt(self, st, h)
+-- Puts one attempt of h in the multi handle; true, or nil and the
+-- transport's error table. libcurl starts it at once (csrc/curl_multi.c).
+local function add_attempt(self, st, h)
   h._req.max_sends = self:_send_budget(h._req, h._meta)
   local id, terr = st.multi:add(h._req)
   if not id then return nil, terr end
   h._attempt = h._attempt + 1
   h._id = id
   h.state = "running"
+  st.nrunning = st.nrunning + 1
   st.by_id[id] = h
+  return true
+end
+
+-- Starts one attempt of h now when a connection slot is free, else queues
+-- it; true, or nil and the transport's error table.
+local function start_attempt(self, st, h)
+  if st.nrunning < st.max and st.qhead > st.qtail then return add_attempt(self, st, h) end
+  h.state = "queued"
+  st.qtail = st.qtail + 1
+  st.queue[st.qtail] = h
   return true
 end
 
@@ -187,6 +218,25 @@ local function settle(self, st, h, res, terr)
   h.state = "ready"
   st.rtail = st.rtail + 1
   st.ready[st.rtail] = { h, result, err, meta }
+end
+
+-- Queued requests take the free connection slots, in order.
+function fill(st)
+  local self = st.client
+  while st.nrunning < st.max and st.qhead <= st.qtail and not st.closed do
+    local h = st.queue[st.qhead]
+    st.queue[st.qhead] = nil
+    st.qhead = st.qhead + 1
+    if h.state == "queued" then
+      local ok, terr = add_attempt(self, st, h)
+      if not ok then
+        -- Refused before anything was sent; the callback gets the error.
+        h.state = "settling"
+        settle(self, st, h, nil, terr)
+      end
+    end
+  end
+  if st.qhead > st.qtail then st.qhead, st.qtail = 1, 0 end
 end
 
 -- An attempt of h finished: retry later (same req, same bytes, same key) or settle.
@@ -236,6 +286,38 @@ end
 -- poll/wait (or submit, cancel, close) without anything being delivered twice.
 local function perform(multi) return multi:perform() end
 
+-- Takes every finished transfer out of the multi handle, so its connection
+-- slot is free again. The outcome waits on the handle (state "finished")
+-- for step to decode, retry or settle.
+local function take_finished(st)
+  while not st.closed do
+    local id, res, terr = st.multi:next()
+    if not id then break end
+    local h = st.by_id[id]
+    if h then
+      st.by_id[id] = nil
+      st.nrunning = st.nrunning - 1
+      h.state, h._res, h._terr = "finished", res, terr
+      st.nfin = st.nfin + 1
+      st.fin[st.nfin] = h
+    end
+  end
+end
+
+-- Inside a long run of _async calls, about once a millisecond while
+-- requests wait for a slot: move bytes without blocking and give the freed
+-- slots to the queue. No callback, on_retry or decoding runs here; they wait
+-- for the next poll/wait/socket_action (timer_ms() says 0).
+local PROGRESS_MS = 1
+
+local function progress(st, now)
+  st.last_progress = now
+  local _, perr = st.multi:perform()
+  if perr then st.perr = perr end -- reported by the next poll
+  take_finished(st)
+  fill(st)
+end
+
 local function step(self, st, drive, where)
   if #st.timers > 0 then
     local now = wall_ms()
@@ -255,16 +337,31 @@ local function step(self, st, drive, where)
     end
   end
 
+  fill(st)
+
   local _, perr = (drive or perform)(st.multi)
+  perr, st.perr = perr or st.perr, nil
   if perr then report(self, "libcurl: " .. tostring(perr.message), nil, where or "perform") end
 
-  while not st.closed do
-    local id, res, terr = st.multi:next()
-    if not id then break end
-    local h = st.by_id[id]
-    if h then
-      st.by_id[id] = nil
-      attempt_done(self, st, h, res, terr)
+  -- Every finished transfer first: its slot goes to a queued request, which
+  -- leaves before any answer is decoded or retried.
+  take_finished(st)
+  fill(st)
+  if st.nfin > 0 then
+    local fin, nfin = st.fin, st.nfin
+    st.fin, st.nfin = {}, 0 -- a poll from on_retry below starts a list of its own
+    for i = 1, nfin do
+      local h = fin[i]
+      -- not if cancelled meanwhile (by an on_retry above); closed: cancelled
+      if h.state == "finished" then
+        local res, terr = h._res, h._terr
+        h._res, h._terr = nil, nil
+        if st.closed then
+          h.state = "cancelled"
+        else
+          attempt_done(self, st, h, res, terr)
+        end
+      end
     end
   end
 
@@ -295,11 +392,20 @@ local function close_state(self)
   st.closed = true
   for _, h in pairs(st.by_id) do h.state = "cancelled" end
   for _, h in ipairs(st.timers) do h.state = "cancelled" end
+  for i = st.qhead, st.qtail do
+    local h = st.queue[i]
+    if h.state == "queued" then h.state = "cancelled" end
+  end
   for i = st.rhead, st.rtail do
     local item = st.ready[i]
     if item then item[1].state = "cancelled" end
   end
   st.by_id, st.timers, st.ready, st.rhead, st.rtail, st.npending = {}, {}, {}, 1, 0, 0
+  for i = 1, st.nfin do
+    local h = st.fin[i]
+    if h.state == "finished" then h.state = "cancelled" end
+  end
+  st.queue, st.qhead, st.qtail, st.nrunning, st.fin, st.nfin = {}, 1, 0, 0, {}, 0
   st.multi:close()
 end
 
@@ -345,6 +451,7 @@ local function submit(self, call, planner, ...)
     return nil, err, meta
   end
   st.npending = st.npending + 1
+  if st.qhead <= st.qtail and h._t0 - st.last_progress >= PROGRESS_MS then progress(st, h._t0) end
   return h
 end
 
@@ -382,7 +489,7 @@ function methods:wait(timeout_ms)
     if t <= 0 then break end
     local due = next_due(st)
     if due then t = math.min(t, math.max(0, due - now)) end
-    if st.rhead <= st.rtail then t = 0 end
+    if st.rhead <= st.rtail or st.nfin > 0 then t = 0 end
     local _, werr = st.multi:wait(math.ceil(t))
     if werr then report(self, "libcurl: " .. tostring(werr.message), nil, "wait") end
     n = n + step(self, st)
@@ -413,7 +520,7 @@ end
 
 -- When the next thing is due in ms: 0 now; nil when only sockets can wake the client.
 local function due_in(st)
-  if st.rhead <= st.rtail then return 0 end
+  if st.rhead <= st.rtail or st.nfin > 0 or (st.qhead <= st.qtail and st.nrunning < st.max) then return 0 end
   local t = st.multi:timeout()
   local due = next_due(st)
   if due then

@@ -48,7 +48,8 @@ function Transport:close() end
 ---@class endaoment.partner.curl.Multi
 local Multi = {}
 
----Queues a request; never blocks.
+---Queues a request and, when one of max_connections is free, starts it at once (sends it on a
+---kept-alive connection, or starts connecting); never blocks.
 ---@param req endaoment.partner.TransportRequest
 ---@return integer|nil id
 ---@return endaoment.partner.TransportError|nil err
