@@ -200,6 +200,8 @@ end
 -- Starts one attempt of h now when a connection slot is free, else queues
 -- it; true, or nil and the transport's error table.
 local function start_attempt(self, st, h)
+  -- (a queue of cancelled handles only must not hold back a free slot)
+  if st.qhead <= st.qtail and st.nrunning < st.max then fill(st) end
   if st.nrunning < st.max and st.qhead > st.qtail then return add_attempt(self, st, h) end
   h.state = "queued"
   st.qtail = st.qtail + 1
