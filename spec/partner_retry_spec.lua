@@ -243,7 +243,8 @@ describe("requests as sent", function()
   end)
 
   it("treats an empty 2xx body as kind decode (204 excepted)", function()
-    local t = scripted({ { status = 201, body = "" }, { status = 204, body = "" } })
+    local t = scripted({ { status = 201, body = "" }, { status = 204, body = "" },
+      { status = 200, body = " \r\n\t " }, { status = 404, body = "\n" } })
     local c = client(t)
     local _, err = c:whoami()
     assert.equal("decode", err.kind)
@@ -251,6 +252,13 @@ describe("requests as sent", function()
     res, err = c:whoami()
     assert.is_nil(err)
     assert.same({}, res)
+    -- whitespace alone is empty too; an error status keeps its kind
+    _, err = c:whoami()
+    assert.equal("decode", err.kind)
+    assert.matches("empty body", err.message)
+    _, err = c:whoami()
+    assert.equal("http", err.kind)
+    assert.equal(404, err.status)
   end)
 
   it("reports a 2xx body that is not JSON as kind decode", function()

@@ -404,7 +404,9 @@ function Client._finish(_, res, terr, meta)
   meta.request_id = res.headers and res.headers["x-request-id"] or nil
   local decoded, derr
   local body = res.body or ""
-  if body:match("^%s*$") then
+  local first = body:byte(1)
+  -- (a JSON object or array, the usual answer, needs no whitespace scan)
+  if first ~= 123 and first ~= 91 and not body:find("%S") then
     -- Every documented answer has a JSON body; an empty 2xx would look like
     -- success without the id a later step needs. 204 means no body by design.
     if res.status == 204 or res.status >= 300 then decoded = {} else derr = "empty body" end
@@ -498,17 +500,16 @@ end
 local function cached_headers(self, auth, has_body)
   local cache = self._hcache
   if not cache then
-    cache = {}
+    cache = { [true] = {}, [false] = {} }
     self._hcache = cache
   end
-  local slot = auth .. (has_body and "+" or "-")
-  local c = cache[slot]
+  local c = cache[has_body][auth]
   if c and c.api_key == self.api_key and c.bearer == self.bearer_token and c.ua == self.user_agent then
     return c.h
   end
   local h, herr = self:_headers(auth, EMPTY, has_body)
   if not h then return nil, herr end
-  cache[slot] = { h = h, api_key = self.api_key, bearer = self.bearer_token, ua = self.user_agent }
+  cache[has_body][auth] = { h = h, api_key = self.api_key, bearer = self.bearer_token, ua = self.user_agent }
   return h
 end
 
@@ -670,10 +671,17 @@ end
 -- and nothing runs in between, so one table serves every call.
 local PREPARE_OPTS = {}
 
+-- A call's meta with room for every field it gets (the nil fields size the
+-- table and add no key), so filling it in never rehashes it.
+local function new_meta()
+  return { attempts = 0, idempotency_key = nil, idempotency_key_source = nil, natural_id = nil,
+    warnings = nil, status = nil, headers = nil, http_version = nil, request_id = nil, elapsed_ms = nil }
+end
+
 local function plan_body(op, spec)
   return function(self, body, opts)
     opts = opts or EMPTY
-    local meta = { attempts = 0 }
+    local meta = new_meta()
     local plain = next(opts) == nil -- the common call: no options to check or apply
     if not plain then
       local oerr = check_call_opts(opts, spec, op)
