@@ -11,6 +11,7 @@
 #include <float.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <string.h>
 
 #define EP_MAX_WARN 16
@@ -112,8 +113,13 @@ typedef struct {
 
 /* ---- the walker ---- */
 
+/*
+ * The scalars come first and are all that is zeroed per call: the context
+ * has its own init (ep_ctx_init) and a warning is written before it is read
+ * (nwarn). Zeroing the whole of it, 8 KiB, was a third of prepare's
+ * instructions and an eighth of L1 per call.
+ */
 typedef struct {
-    ep_ctx c;
     int strict;
     int idem_first;     /* the key was not in the body: written before the first field */
     const char *idem;   /* the key used (into a Lua string, or idem_buf) */
@@ -127,6 +133,7 @@ typedef struct {
     int grants_overflow;
     int nwarn;           /* guessed rules broken (not strict): reported, not refused */
     int warn_dropped;    /* more than EP_MAX_WARN */
+    ep_ctx c;            /* not zeroed: ep_ctx_init */
     struct {
         char path[128];
         char rule[12];
@@ -667,7 +674,7 @@ static int do_prepare(lua_State *L, int want_json)
         return luaL_argerror(L, 3, "options table or nil expected");
     lua_settop(L, 3);
 
-    memset(&p, 0, sizeof p);
+    memset(&p, 0, offsetof(pctx, c));
     if (lua_istable(L, 3)) {
         lua_pushliteral(L, "strict");
         lua_rawget(L, 3);
