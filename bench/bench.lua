@@ -466,6 +466,13 @@ local function seq_figures(r)
     if rw and row.rate and rw.rate then binding[#binding + 1] = 1e6 / row.rate - 1e6 / rw.rate end
   end
   if #binding > 0 then f.transfer_us = f.raw_us + median(binding) end
+  -- Raw libcurl with a new easy handle per request, likewise against its own raw time.
+  local fresh = {}
+  for i, row in ipairs(r.raw_fresh or {}) do
+    local rw = raw_rows[row.rep or i]
+    if rw and row.rate and rw.rate then fresh[#fresh + 1] = 1e6 / row.rate - 1e6 / rw.rate end
+  end
+  if #fresh > 0 then f.fresh_us = f.raw_us + median(fresh) end
   -- One process's three figures belong together (the machine drifts between
   -- processes): the process whose whole call is the median one.
   local b = r.breakdown
@@ -497,6 +504,14 @@ function figure.seq(r)
     print(string.format("  the floor (raw libcurl + prepare + decode): %.1f us = %.2f of raw; above it: %.1f us",
       f.raw_us + f.prepare_us + f.decode_us, f.raw_us / (f.raw_us + f.prepare_us + f.decode_us),
       f.sdk_us - f.raw_us - f.prepare_us - f.decode_us))
+    if f.fresh_us then
+      local floor = f.fresh_us + f.prepare_us + f.decode_us
+      print(string.format("  raw libcurl with a new easy handle per request (libcurl %s must not carry a second " ..
+        "transfer on one: curl issue 11101; new handle, options, URL parse, header list): %.1f us = raw + %.1f us",
+        tostring(r.machine and r.machine[1] and r.machine[1].curl or "?"), f.fresh_us, f.fresh_us - f.raw_us))
+      print(string.format("  the floor on this libcurl (that + prepare + decode): %.1f us = %.2f of raw, %.1f us " ..
+        "over raw; the SDK is %.1f us above it", floor, f.raw_us / floor, floor - f.raw_us, f.sdk_us - floor))
+    end
   end
   if f.spread_pct then
     print(string.format("  stability: odd repetitions %.3f, even %.3f: %.1f %% apart (%s %d %%)", f.ratio_a,

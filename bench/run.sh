@@ -213,8 +213,8 @@ report ceiling
 # ---------------------------------------------------------------- 1, 2: sequential
 # Many short alternating repetitions, each a fresh process: raw libcurl and
 # the SDK every time (each pair a fraction of a second apart, so the VM's
-# drift hits both alike), the SDK's transport alone and socket.http every
-# third. The odd and even repetitions are also reported apart.
+# drift hits both alike), the SDK's transport alone, raw libcurl with a new
+# easy handle per request and socket.http every third. The odd and even repetitions are also reported apart.
 r=0
 while [ $r -lt "$REPS" ]; do
   out=$($PIN_CLIENT "$TMP/raw_curl" "$FAST$GRANT_PATH" "$TMP/body.json" "$API_KEY" "$UA" "$SECS" 200000 200)
@@ -224,6 +224,8 @@ while [ $r -lt "$REPS" ]; do
   if [ $((r % 3)) -eq 0 ]; then
     out=$(bench transport "$FAST" "$SECS" 200000 200)
     echo "transport $out rep=$r seconds_asked=$SECS" >>"$RESULTS"
+    out=$($PIN_CLIENT "$TMP/raw_curl" "$FAST$GRANT_PATH" "$TMP/body.json" "$API_KEY" "$UA" "$SECS" 200000 200 fresh)
+    echo "raw_fresh $out rep=$r seconds_asked=$SECS" >>"$RESULTS"
     out=$(bench socket "$FAST" "$SECS" 50000 50)
     echo "socket $out rep=$r seconds_asked=$SECS" >>"$RESULTS"
   fi
