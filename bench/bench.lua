@@ -489,7 +489,7 @@ end
 function figure.seq(r)
   local f = seq_figures(r)
   local reps = #col(r.seq, "rate")
-  print(string.format("sequential submit_grant: %s req/s vs raw libcurl %s req/s: %.2f (target >= %.2f); " ..
+  print(string.format("sequential submit_grant: %s req/s vs raw libcurl %s req/s: %.3f (target >= %.2f); " ..
     "the SDK adds %.1f us per call (target <= %d us)  [%d alternating repetitions of %s s; the ratio is the " ..
     "median of each repetition's own]", commas(f.sdk), commas(f.raw), f.ratio, TARGET.seq, f.overhead_us,
     TARGET.seq_us, reps, tostring(r.seq[1].seconds_asked or "?")))
@@ -589,7 +589,7 @@ function figure.summary(r)
   end
   print("summary:")
   local f = seq_figures(r)
-  line("sequential vs raw libcurl", f.ratio >= TARGET.seq, string.format("%.2f (>= %.2f)", f.ratio, TARGET.seq))
+  line("sequential vs raw libcurl", f.ratio >= TARGET.seq, string.format("%.3f (>= %.2f)", f.ratio, TARGET.seq))
   line("sequential SDK overhead", f.overhead_us <= TARGET.seq_us,
     string.format("%.1f us per call (<= %d us)", f.overhead_us, TARGET.seq_us))
   if f.spread_pct then
