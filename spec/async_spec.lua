@@ -577,6 +577,30 @@ describe("with 200 ms of server latency", function()
     assert.equal(4, arrived() - before)
   end)
 
+  it("runs no on_retry inside an _async call: a 503 read on the way is retried from the next poll", function()
+    local retries = 0
+    local c = new_client({ max_connections = 1, on_retry = function() retries = retries + 1 end }, slow.url)
+    finally(function() c:close() end)
+    warm(c, 1)
+    local before = arrived()
+    slow.fault({ path = "/v1/auth/whoami", status = 503 })
+    local cb, calls = recorder()
+    local first = assert(c:whoami_async(cb))
+    socket.sleep(0.3)                                  -- its 503 is in, unread
+    assert(c:whoami_async(cb))                         -- reads it on the way
+    assert.equal("finished", first.state)
+    assert.equal(0, retries)
+    assert.equal(0, #calls)
+    c:poll(0)                                          -- the policy runs here
+    assert.equal(1, retries)
+    assert.is_true(run_until(c, function() return #calls == 2 end))
+    for _, call in ipairs(calls) do assert.is_nil(call.err) end
+    local attempts = { calls[1].meta.attempts, calls[2].meta.attempts }
+    table.sort(attempts)
+    assert.same({ 1, 2 }, attempts)                   -- the 503, then its retry
+    assert.equal(3, arrived() - before)
+  end)
+
   it("cancels a queued request before it is sent, and close() cancels the queue", function()
     local c = new_client({ max_connections = 1 }, slow.url)
     local before = arrived()
