@@ -92,6 +92,19 @@ local function new_client(url, extra)
   return partner.new(opts)
 end
 
+-- CPU µs per call of fn over a slice of `seconds`, calling it `batch` times
+-- between clock reads.
+local function cpu_us(fn, seconds, batch)
+  local t0 = os.clock()
+  local t1, n = t0, 0
+  while t1 - t0 < seconds do
+    for _ = 1, batch do fn() end
+    n = n + batch
+    t1 = os.clock()
+  end
+  return (t1 - t0) / n * 1e6
+end
+
 local function rss_kib()
   local f = io.open("/proc/self/status", "r")
   if not f then return nil end
@@ -203,16 +216,7 @@ function cmd.breakdown(seconds, reps)
     end,
   }
   local order = { "prepare", "decode", "call" }
-  local function slice(fn)
-    local t0 = os.clock()
-    local t1, n = t0, 0
-    while t1 - t0 < seconds do
-      for _ = 1, 100 do fn() end
-      n = n + 100
-      t1 = os.clock()
-    end
-    return (t1 - t0) / n * 1e6
-  end
+  local function slice(fn) return cpu_us(fn, seconds, 100) end
   for _, k in ipairs(order) do for _ = 1, 500 do parts[k]() end end
   local got = {}
   for _ = 1, reps do
@@ -307,16 +311,7 @@ function cmd.encode(seconds, reps)
   local cjson = require "cjson"
   seconds, reps = tonumber(seconds), tonumber(reps or 9)
   local body = grant_body(50)
-  local function bench(fn)
-    local t0 = os.clock()
-    local t1, n = t0, 0
-    while t1 - t0 < seconds do
-      for _ = 1, 50 do fn() end
-      n = n + 50
-      t1 = os.clock()
-    end
-    return (t1 - t0) / n * 1e6
-  end
+  local function bench(fn) return cpu_us(fn, seconds, 50) end
   local function prep()
     local json = core.prepare("submit_grant", body)
     if not json then die("prepare refused the 50-grant body") end

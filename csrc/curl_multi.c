@@ -356,7 +356,6 @@ static void kick(ecurl_multi *m)
     collect(m);
 }
 
-
 int64_t ecurl_multi_submit(ecurl_multi *m, ecurl_mitem *it, long timeout_ms, long connect_timeout_ms)
 {
     it->timeout_ms = timeout_ms;

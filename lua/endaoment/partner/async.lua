@@ -198,11 +198,11 @@ local function add_attempt(self, st, h)
 end
 
 -- Starts one attempt of h now when a connection slot is free, else queues
--- it; true, or nil and the transport's error table.
+-- it; true, or nil and the transport's error table. (A free slot means an
+-- empty queue: every place that frees one, take_finished and cancel, fills
+-- it from the queue at once.)
 local function start_attempt(self, st, h)
-  -- (a queue of cancelled handles only must not hold back a free slot)
-  if st.qhead <= st.qtail and st.nrunning < st.max then fill(st) end
-  if st.nrunning < st.max and st.qhead > st.qtail then return add_attempt(self, st, h) end
+  if st.nrunning < st.max then return add_attempt(self, st, h) end
   h.state = "queued"
   st.qtail = st.qtail + 1
   st.queue[st.qtail] = h
@@ -338,8 +338,6 @@ local function step(self, st, drive, where)
       end
     end
   end
-
-  fill(st)
 
   local _, perr = (drive or perform)(st.multi)
   perr, st.perr = perr or st.perr, nil
@@ -522,7 +520,7 @@ end
 
 -- When the next thing is due in ms: 0 now; nil when only sockets can wake the client.
 local function due_in(st)
-  if st.rhead <= st.rtail or st.nfin > 0 or (st.qhead <= st.qtail and st.nrunning < st.max) then return 0 end
+  if st.rhead <= st.rtail or st.nfin > 0 then return 0 end
   local t = st.multi:timeout()
   local due = next_due(st)
   if due then
