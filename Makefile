@@ -114,14 +114,14 @@ demo: deps
 
 # The specs that run our C code, under valgrind: zero errors, zero definite leaks.
 # (Servers the specs start are separate processes and are not traced.)
-MEMCHECK_SPECS ?= spec/core_spec.lua spec/curl_transport_spec.lua spec/partner_retry_spec.lua \
+MEMCHECK_SPECS ?= spec/core_spec.lua spec/core_decode_spec.lua spec/curl_transport_spec.lua spec/partner_retry_spec.lua \
   spec/partner_client_spec.lua spec/async_spec.lua spec/fs_spec.lua spec/derive_key_spec.lua \
   spec/journey_store_spec.lua spec/honest_sends_spec.lua spec/net_spec.lua spec/event_loop_spec.lua \
   spec/proxy_http2_spec.lua
 memcheck: deps
 	@sh scripts/deps.sh memcheck
 	@$(MAKE) --no-print-directory build
-	LUA_PATH="./lua/?.lua;./lua/?/init.lua;./?.lua;;" LUA_CPATH="./$(BUILD)/?.so;;" \
+	LUA_PATH="./lua/?.lua;./lua/?/init.lua;./?.lua;;" LUA_CPATH="./$(BUILD)/?.so;;" DECODE_SPEC_CASES=300 \
 	valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 \
 	  $(LUA) $(BUSTED) --ignore-lua $(MEMCHECK_SPECS)
 

@@ -185,7 +185,8 @@ end
 -- CPU time per call of the parts of submit_grant that are not the transfer
 -- (os.clock, `reps` alternating slices of `seconds`, medians): prepare
 -- (the derived key + core.prepare, what the planner calls), decode
--- (cjson.decode of the canned answer), and the whole call over a transport
+-- (core.decode of the canned answer, what the client decodes answers with;
+-- cjson.decode of it too, for reference), and the whole call over a transport
 -- that hands back the canned answer at once (no I/O): planner, retry
 -- bookkeeping, result mapping, meta.
 function cmd.breakdown(seconds, reps)
@@ -209,13 +210,14 @@ function cmd.breakdown(seconds, reps)
       popts.idempotency_key = core.derive_key(client.key_namespace, "submit_grant", nid)
       if not core.prepare("submit_grant", body, popts) then die("prepare refused the body") end
     end,
-    decode = function() if not cjson.decode(answer) then die("decode failed") end end,
+    decode = function() if not core.decode(answer) then die("core.decode failed") end end,
+    cjson_decode = function() if not cjson.decode(answer) then die("cjson.decode failed") end end,
     call = function()
       local res, err = client:submit_grant(body)
       if not res then die("canned submit_grant failed: " .. tostring(err)) end
     end,
   }
-  local order = { "prepare", "decode", "call" }
+  local order = { "prepare", "decode", "cjson_decode", "call" }
   local function slice(fn) return cpu_us(fn, seconds, 100) end
   for _, k in ipairs(order) do for _ = 1, 500 do parts[k]() end end
   local got = {}
@@ -225,8 +227,8 @@ function cmd.breakdown(seconds, reps)
       got[k][#got[k] + 1] = slice(parts[k])
     end
   end
-  print(string.format("prepare_us=%.3f decode_us=%.3f call_us=%.3f reps=%d", median(got.prepare),
-    median(got.decode), median(got.call), reps))
+  print(string.format("prepare_us=%.3f decode_us=%.3f cjson_decode_us=%.3f call_us=%.3f reps=%d",
+    median(got.prepare), median(got.decode), median(got.cjson_decode), median(got.call), reps))
 end
 
 -- What a Lua user writes today without the SDK: socket.http (one TCP
@@ -477,6 +479,7 @@ local function seq_figures(r)
     table.sort(rows, function(x, y) return x.call_us < y.call_us end)
     local row = rows[math.floor((#rows + 1) / 2)]
     f.prepare_us, f.decode_us, f.call_us = row.prepare_us, row.decode_us, row.call_us
+    f.cjson_decode_us = row.cjson_decode_us
   end
   return f
 end
@@ -492,9 +495,11 @@ function figure.seq(r)
   if f.transfer_us and f.prepare_us then
     local rest = f.call_us - f.prepare_us - f.decode_us
     print(string.format("  breakdown: transfer %.1f us (raw libcurl %.1f + the C binding %.1f), prepare %.1f us " ..
-      "(derived key + validate + encode), decode %.1f us (cjson.decode), the rest %.1f us (planner, retry " ..
-      "bookkeeping, result, meta); not attributed %+.1f us (cache and scheduling: the parts are measured apart)",
-      f.transfer_us, f.raw_us, f.transfer_us - f.raw_us, f.prepare_us, f.decode_us, rest,
+      "(derived key + validate + encode), decode %.1f us (core.decode; cjson.decode takes %s us), the rest " ..
+      "%.1f us (planner, retry bookkeeping, result, meta); not attributed %+.1f us (cache and scheduling: the " ..
+      "parts are measured apart)",
+      f.transfer_us, f.raw_us, f.transfer_us - f.raw_us, f.prepare_us, f.decode_us,
+      f.cjson_decode_us and string.format("%.1f", f.cjson_decode_us) or "?", rest,
       f.sdk_us - f.transfer_us - f.call_us))
     print(string.format("  the floor (raw libcurl + prepare + decode): %.1f us = %.2f of raw; above it: %.1f us",
       f.raw_us + f.prepare_us + f.decode_us, f.raw_us / (f.raw_us + f.prepare_us + f.decode_us),

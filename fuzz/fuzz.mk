@@ -14,7 +14,7 @@ FUZZ_CC        ?= clang
 FUZZ_BUILD     ?= build/fuzz
 FUZZ_SECONDS   ?= 180
 FUZZ_SMOKE_SECONDS ?= 7
-FUZZ_HARNESSES  = prepare encode money ids headers utf8 derive curl
+FUZZ_HARNESSES  = prepare encode money ids headers utf8 derive decode curl
 FUZZ_LUA_HARNESSES = $(filter-out curl,$(FUZZ_HARNESSES))
 
 FUZZ_LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null)

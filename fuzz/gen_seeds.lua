@@ -432,6 +432,26 @@ end
 put("derive", "near-1024", u8(0xF1) .. u8(0) .. "abcd")
 
 ---------------------------------------------------------------------------
+-- decode: answers as the API writes them, and each grammar edge
+---------------------------------------------------------------------------
+
+local json_texts = {
+  answer = '{"id":"5eed0007-0000-4000-8000-000000000007","status":"Accepted","grants":[{"asyncGrantTransferId":' ..
+    '"5eed0009-0000-4000-8000-000000000009","hideMyInfoFromOrg":false,"destinationSubprojectId":null,' ..
+    '"amountMicroDollars":"1000000"}],"inboundCustodianTransfer":{"status":"ReportedSettled"}}',
+  error = '{"statusCode":422,"message":["grants.0.amountMicroDollars must be a numeric string"],' ..
+    '"error":"Unprocessable Entity"}',
+  page = '[{"id":"a","name":"Food Bank \\u00e9\\ud83d\\ude00","ein":"12-3456789"},{"id":"b"}]',
+  numbers = "[0,-0,1.5,-2.5e-3,1E+2,123456789012345,1234567890123456,9007199254740993,1e400]",
+  escapes = '"\\"\\\\\\/\\b\\f\\n\\r\\t\\u0000\\u20AC"',
+  spaced = ' \t\r\n{ "a" : [ true , false , null ] }\n',
+  wide = "[" .. string.rep("1,", 40) .. "1]",
+  deep = string.rep("[", 20) .. string.rep("]", 20),
+  bad_surrogate = '"\\ud800"', bad_number = "01", bad_comma = "[1,]", bad_control = '"a\tb"',
+}
+for _, name in ipairs(C.sorted_keys(json_texts)) do put("decode", name, json_texts[name]) end
+
+---------------------------------------------------------------------------
 -- curl
 ---------------------------------------------------------------------------
 
@@ -477,7 +497,7 @@ mkdir(OUT .. "/dict")
 local function dict_escape(s)
   return (s:gsub("[^%w %-_.:/@]", function(c) return string.format("\\x%02X", c:byte()) end))
 end
-for _, h in ipairs({ "prepare", "encode", "money", "ids", "headers", "utf8", "derive", "curl" }) do
+for _, h in ipairs({ "prepare", "encode", "money", "ids", "headers", "utf8", "derive", "decode", "curl" }) do
   local lines = {}
   local f = io.open(HERE .. "/dict/" .. h .. ".dict", "rb")
   if f then
@@ -496,7 +516,7 @@ for _, h in ipairs({ "prepare", "encode", "money", "ids", "headers", "utf8", "de
 end
 
 local summary = {}
-for _, h in ipairs({ "prepare", "encode", "money", "ids", "headers", "utf8", "derive", "curl" }) do
+for _, h in ipairs({ "prepare", "encode", "money", "ids", "headers", "utf8", "derive", "decode", "curl" }) do
   summary[#summary + 1] = h .. "=" .. (counts[h] or 0)
 end
 print("gen_seeds: " .. table.concat(summary, " ") .. " -> " .. OUT .. "/seeds")

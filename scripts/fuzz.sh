@@ -16,7 +16,7 @@
 set -u
 FUZZ_BUILD=${FUZZ_BUILD:-build/fuzz}
 COV_BUILD=${COV_BUILD:-build/coverage}
-HARNESSES="prepare encode money ids headers utf8 derive curl"
+HARNESSES="prepare encode money ids headers utf8 derive decode curl"
 BIN="$FUZZ_BUILD/bin"
 
 passed=0
@@ -28,7 +28,7 @@ fail() { failed=$((failed + 1)); echo "fuzz: $1: FAILED"; }
 # 1024-byte natural ids, header padding selectors.
 max_len() {
   case "$1" in
-    prepare|encode|curl) echo 4096 ;;
+    prepare|encode|decode|curl) echo 4096 ;;
     derive) echo 2100 ;;
     ids) echo 1024 ;;
     *) echo 512 ;;

@@ -17,7 +17,7 @@
 set -u
 ASAN_BUILD=${ASAN_BUILD:-build/asan}
 BUSTED=${BUSTED:-/usr/bin/busted}
-SANITIZE_SPECS=${SANITIZE_SPECS:-"spec/core_spec.lua spec/derive_key_spec.lua spec/fs_spec.lua spec/curl_transport_spec.lua spec/partner_client_spec.lua spec/async_spec.lua"}
+SANITIZE_SPECS=${SANITIZE_SPECS:-"spec/core_spec.lua spec/core_decode_spec.lua spec/derive_key_spec.lua spec/fs_spec.lua spec/curl_transport_spec.lua spec/partner_client_spec.lua spec/async_spec.lua"}
 root=$(pwd)
 # per run, so that two runs at once in one checkout do not read each other's reports
 logdir="$root/$ASAN_BUILD/logs.$$"

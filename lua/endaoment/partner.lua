@@ -6,7 +6,6 @@
 -- policy and response decoding. Bad options to new() raise; bad data and
 -- every runtime failure return nil, err, meta.
 local core = require "endaoment.partner.core"
-local cjson = require "cjson.safe"
 local retry = require "endaoment.partner.retry"
 local net = require "endaoment.partner.net"
 -- The *_async twins and the event-loop methods, mixed into Client below
@@ -57,7 +56,7 @@ for name, values in pairs(schema.enums) do
   M[name:upper()] = t
 end
 
--- JSON null in an answer (cjson.null, a lightuserdata) is truthy in Lua:
+-- JSON null in an answer (core.null == cjson.null, a lightuserdata) is truthy in Lua:
 -- test fields that may be null with partner.is_null(v).
 function M.is_null(v)
   return v == core.null
@@ -411,7 +410,8 @@ function Client._finish(_, res, terr, meta)
     -- success without the id a later step needs. 204 means no body by design.
     if res.status == 204 or res.status >= 300 then decoded = {} else derr = "empty body" end
   else
-    decoded, derr = cjson.decode(body)
+    -- The core's decoder: lua-cjson's values, tables made at their size (csrc/core_decode.c).
+    decoded, derr = core.decode(body)
   end
   if res.status >= 200 and res.status < 300 then
     if decoded == nil then

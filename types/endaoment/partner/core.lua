@@ -122,6 +122,13 @@ function core.sha256_hex(s) end
 ---@return string key
 function core.derive_key(namespace, op, natural_id) end
 
+---Decodes one JSON text (strict RFC 8259) into lua-cjson's values: plain tables, every number a
+---float, null as core.null. Bad JSON gives nil and a message naming the character.
+---@param s string
+---@return any value
+---@return string? message
+function core.decode(s) end
+
 ---@class endaoment.partner.core.PrepareInfo
 ---@field idempotency_key? string the body's idempotencyKey (keyed operations)
 ---@field partner_user_identifier? string the trimmed partnerUserIdentifier the body carries
