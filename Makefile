@@ -121,7 +121,7 @@ MEMCHECK_SPECS ?= spec/core_spec.lua spec/core_decode_spec.lua spec/curl_transpo
 memcheck: deps
 	@sh scripts/deps.sh memcheck
 	@$(MAKE) --no-print-directory build
-	LUA_PATH="./lua/?.lua;./lua/?/init.lua;./?.lua;;" LUA_CPATH="./$(BUILD)/?.so;;" DECODE_SPEC_CASES=300 \
+	LUA_PATH="./lua/?.lua;./lua/?/init.lua;./?.lua;;" LUA_CPATH="./$(BUILD)/?.so;;" \
 	valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 \
 	  $(LUA) $(BUSTED) --ignore-lua $(MEMCHECK_SPECS)
 

@@ -447,6 +447,7 @@ EPARTNER_EXPORT int luaopen_endaoment_partner_core(lua_State *L)
         {"validate", ep_l_validate},
         {"sha256_hex", ep_l_sha256_hex},
         {"derive_key", ep_l_derive_key},
+        {"derive_natural", ep_l_derive_natural},
         {"decode", ep_l_decode},
         {NULL, NULL},
     };

@@ -144,6 +144,7 @@ void ep_hex_lower(const unsigned char *in, size_t n, char *out);
 void ep_derive_key(const char ns[36], const char *op, size_t oplen, const char *nat, size_t natlen, char out[37]);
 int ep_l_sha256_hex(lua_State *L);
 int ep_l_derive_key(lua_State *L);
+int ep_l_derive_natural(lua_State *L);
 /* core_decode.c */
 int ep_l_decode(lua_State *L);
 

@@ -284,3 +284,49 @@ int ep_l_derive_key(lua_State *L)
     lua_pushlstring(L, key, 36);
     return 1;
 }
+
+/*
+ * core.derive_natural(namespace, op, body, k1 [, k2]): the key derived from
+ * the natural id at body[k1][k2] (rawget, so no metamethod runs), and that
+ * id; nothing when it is absent or not usable (not a string, empty, longer
+ * than 1024 bytes, a NUL). The planner's one call for its derived key: the
+ * same rules as partner._natural_id and derive_key, without a Lua walk.
+ */
+int ep_l_derive_natural(lua_State *L)
+{
+    size_t nslen, oplen, natlen;
+    const char *ns = string_arg(L, 1, &nslen, "namespace");
+    const char *op = string_arg(L, 2, &oplen, "op");
+    const char *nat;
+    int top = lua_gettop(L), i;
+    char key[37];
+
+    if (!ep_is_uuid(ns, nslen))
+        return luaL_argerror(L, 1, "namespace must be a UUID string (8-4-4-4-12 hex)");
+    if (!is_key_op(op, oplen))
+        return luaL_argerror(L, 2, "op must be a non-empty string of a-z, 0-9 and _");
+    /* A path of one name is called with a nil second (spec.natural[2]). */
+    while (top > 4 && lua_isnil(L, top))
+        top--;
+    if (top < 4)
+        return luaL_argerror(L, 4, "a field name is required");
+    lua_pushvalue(L, 3);
+    for (i = 4; i <= top; i++) {
+        if (lua_type(L, i) != LUA_TSTRING)
+            return luaL_argerror(L, i, "field names must be strings");
+        if (!lua_istable(L, -1))
+            return 0;
+        lua_pushvalue(L, i);
+        lua_rawget(L, -2);
+        lua_remove(L, -2);
+    }
+    if (lua_type(L, -1) != LUA_TSTRING)
+        return 0;
+    nat = lua_tolstring(L, -1, &natlen);
+    if (natlen == 0 || natlen > EP_KEY_NATURAL_MAX || memchr(nat, '\0', natlen))
+        return 0;
+    ep_derive_key(ns, op, oplen, nat, natlen, key);
+    lua_pushlstring(L, key, 36);
+    lua_insert(L, -2);
+    return 2;
+}

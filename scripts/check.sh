@@ -104,13 +104,10 @@ fi
 # Our C code under valgrind: an error or a definite leak fails the suite even
 # when every assertion passed (valgrind's exit code).
 if command -v valgrind >/dev/null 2>&1; then
-  # (the decoder's generated cases, fewer: valgrind runs them 30 times slower)
-  DECODE_SPEC_CASES=300; export DECODE_SPEC_CASES
   run_suite "valgrind" "valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 $LUA" \
     spec/core_spec.lua spec/core_decode_spec.lua spec/curl_transport_spec.lua spec/partner_retry_spec.lua \
     spec/partner_client_spec.lua spec/async_spec.lua spec/fs_spec.lua spec/derive_key_spec.lua spec/journey_store_spec.lua \
     spec/honest_sends_spec.lua spec/net_spec.lua spec/event_loop_spec.lua spec/proxy_http2_spec.lua
-  unset DECODE_SPEC_CASES
 fi
 # One source tree for every Lua: the 5.1 and 5.3 builds must compile cleanly.
 for v in lua5.1 lua5.3; do

@@ -255,3 +255,56 @@ describe("docs/derived-keys.md", function()
     assert.equal(doc_example_key() .. "\n", out)
   end)
 end)
+
+describe("core.derive_natural", function()
+  local function walk(body, path)
+    local v = body
+    for _, k in ipairs(path) do
+      if type(v) ~= "table" then return nil end
+      v = rawget(v, k)
+    end
+    if type(v) ~= "string" or v == "" or #v > 1024 or v:find("%z") then return nil end
+    return v
+  end
+  local GRANT = { "inboundCustodianTransfer", "partnerFundingTransferId" }
+  local CASH = { "partnerOperationId" }
+  local hidden = setmetatable({}, { __index = function() return "from-index" end })
+  local cases = {
+    { CASH, { partnerOperationId = "ledger-42" } },
+    { CASH, { partnerOperationId = "" } },
+    { CASH, { partnerOperationId = 42 } },
+    { CASH, { partnerOperationId = string.rep("n", 1024) } },
+    { CASH, { partnerOperationId = string.rep("n", 1025) } },
+    { CASH, { partnerOperationId = "nul\0id" } },
+    { CASH, {} },
+    { CASH, "not a table" },
+    { CASH, hidden },
+    { GRANT, { inboundCustodianTransfer = { partnerFundingTransferId = "journal-1" } } },
+    { GRANT, { inboundCustodianTransfer = "journal-1" } },
+    { GRANT, { inboundCustodianTransfer = hidden } },
+    { GRANT, { partnerFundingTransferId = "journal-1" } },
+  }
+
+  it("gives the key derive_key gives for the id at the path, and that id; nothing when it is not usable", function()
+    for i, c in ipairs(cases) do
+      local path, body = c[1], c[2]
+      local want = walk(body, path)
+      local key, nid = core.derive_natural(NS, "submit_grant", body, path[1], path[2])
+      if want then
+        assert.equal(core.derive_key(NS, "submit_grant", want), key, "case " .. i)
+        assert.equal(want, nid, "case " .. i)
+      else
+        assert.is_nil(key, "case " .. i)
+        assert.is_nil(nid, "case " .. i)
+      end
+    end
+  end)
+
+  it("raises on a bad namespace, op or path, as derive_key does", function()
+    local body = { partnerOperationId = "ledger-42" }
+    assert.has_error(function() core.derive_natural("nope", "op", body, "partnerOperationId") end)
+    assert.has_error(function() core.derive_natural(NS, "Bad-Op", body, "partnerOperationId") end)
+    assert.has_error(function() core.derive_natural(NS, "op", body) end)
+    assert.has_error(function() core.derive_natural(NS, "op", body, 1) end)
+  end)
+end)

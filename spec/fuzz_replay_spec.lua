@@ -7,7 +7,7 @@
 --
 -- The property scripts use Lua 5.4 (string.pack, bitwise operators): other
 -- interpreters skip this file.
-local HARNESSES = { "prepare", "encode", "money", "ids", "headers", "utf8", "derive" }
+local HARNESSES = { "prepare", "encode", "money", "ids", "headers", "utf8", "derive", "decode" }
 
 local function list(dir)
   local out = {}

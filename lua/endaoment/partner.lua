@@ -679,6 +679,10 @@ local function new_meta()
 end
 
 local function plan_body(op, spec)
+  -- The natural id's path, as arguments of core.derive_natural (which walks
+  -- it as natural_id above does, and derives the key in the same call).
+  local n1, n2 = spec.natural and spec.natural[1], spec.natural and spec.natural[2]
+  local nfield = NATURAL_FIELD[op]
   return function(self, body, opts)
     opts = opts or EMPTY
     local meta = new_meta()
@@ -692,10 +696,13 @@ local function plan_body(op, spec)
       if key ~= nil or (type(body) == "table" and rawget(body, "idempotencyKey") ~= nil) then
         source = "given"
       else
-        local nid, field = natural_id(op, body)
-        if nid and self.derive_keys then
-          key, source = core.derive_key(self.key_namespace, op, nid), "derived"
-          meta.natural_id = { field = field, value = nid }
+        local nid
+        if n1 and self.derive_keys then
+          key, nid = core.derive_natural(self.key_namespace, op, body, n1, n2)
+        end
+        if key then
+          source = "derived"
+          meta.natural_id = { field = nfield, value = nid }
         else
           source = "random"
         end

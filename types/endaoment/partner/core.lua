@@ -122,6 +122,17 @@ function core.sha256_hex(s) end
 ---@return string key
 function core.derive_key(namespace, op, natural_id) end
 
+---The key derived from the natural id at body[k1][k2] (rawget), and that id; nothing when the id is
+---absent, not a string, empty, over 1024 bytes or holds a NUL.
+---@param namespace string a UUID
+---@param op string a-z, 0-9 and _
+---@param body any
+---@param k1 string
+---@param k2? string
+---@return string? key
+---@return string? natural_id
+function core.derive_natural(namespace, op, body, k1, k2) end
+
 ---Decodes one JSON text (strict RFC 8259) into lua-cjson's values: plain tables, every number a
 ---float, null as core.null. Bad JSON gives nil and a message naming the character.
 ---@param s string
