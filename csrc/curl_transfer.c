@@ -144,6 +144,11 @@ int ecurl_config_init(ecurl_config *cfg, const char *ca_file, size_t ca_len, con
         ecurl_error_set(err, ECURL_KIND_OOM, -1, "out of memory");
         return -1;
     }
+    cfg->urls = (ecurl_url_cache *)calloc(1, sizeof *cfg->urls);
+    if (!cfg->urls) {
+        ecurl_error_set(err, ECURL_KIND_OOM, -1, "out of memory");
+        return -1;
+    }
     if (ecurl_global_init() != 0) {
         ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "curl_global_init failed");
         return -1;
@@ -214,8 +219,26 @@ int ecurl_config_set_proxy(ecurl_config *cfg, const char *proxy, size_t proxy_le
     return 0;
 }
 
+static void url_entry_clear(ecurl_url_entry *e)
+{
+    free(e->url);
+    e->url = NULL;
+    e->len = 0;
+    if (e->parsed) {
+        curl_url_cleanup(e->parsed);
+        e->parsed = NULL;
+    }
+}
+
 void ecurl_config_release(ecurl_config *cfg)
 {
+    if (cfg->urls) {
+        int i;
+        for (i = 0; i < ECURL_URL_CACHE; i++)
+            url_entry_clear(&cfg->urls->e[i]);
+        free(cfg->urls);
+        cfg->urls = NULL;
+    }
     if (cfg->share) {
         curl_share_cleanup(cfg->share);
         cfg->share = NULL;
@@ -509,6 +532,46 @@ void ecurl_transfer_end(ecurl_transfer *tr, CURL *easy)
     ecurl_transfer_release(tr);
 }
 
+static const ecurl_url_entry *url_lookup(const ecurl_url_cache *c, const char *url, size_t len)
+{
+    int i;
+
+    if (!c)
+        return NULL;
+    for (i = 0; i < ECURL_URL_CACHE; i++)
+        if (c->e[i].url && c->e[i].len == len && memcmp(c->e[i].url, url, len) == 0)
+            return &c->e[i];
+    return NULL;
+}
+
+/* Keeps a URL that passed every check. Best effort: out of memory only means no entry. */
+static void url_remember(ecurl_url_cache *c, const char *url, size_t len, const CURLU *parsed,
+                         const char *host, int loopback_http)
+{
+    ecurl_url_entry *e;
+    char *copy;
+    CURLU *dup;
+
+    if (!c)
+        return;
+    copy = dup_string(url, len);
+    dup = curl_url_dup((CURLU *)parsed);
+    if (!copy || !dup) {
+        free(copy);
+        if (dup)
+            curl_url_cleanup(dup);
+        return;
+    }
+    e = &c->e[c->next];
+    c->next = (c->next + 1) % ECURL_URL_CACHE;
+    url_entry_clear(e);
+    e->url = copy;
+    e->len = len;
+    e->parsed = dup;
+    e->loopback_http = loopback_http;
+    copy_bounded(e->host, sizeof e->host, host);
+}
+
 static int method_is(const ecurl_transfer *tr, const char *m)
 {
     return strcmp(tr->method, m) == 0;
@@ -518,8 +581,9 @@ int ecurl_transfer_begin(ecurl_transfer *tr, const ecurl_config *cfg, const ecur
                          ecurl_error *err)
 {
     char *scheme = NULL, *host = NULL;
+    const ecurl_url_entry *known;
     CURLUcode uc;
-    size_t mlen;
+    size_t mlen, ulen;
     int http;
 
     ecurl_transfer_release(tr);
@@ -535,6 +599,19 @@ int ecurl_transfer_begin(ecurl_transfer *tr, const ecurl_config *cfg, const ecur
     tr->no_resend = req->no_resend != 0;
     tr->max_sends = req->no_resend ? 1 : (req->max_sends > 0 ? req->max_sends : 0);
 
+    ulen = strlen(req->url);
+    known = url_lookup(cfg->urls, req->url, ulen);
+    if (known) {
+        /* Checked before, with this config: the same verdict, without the parse. */
+        tr->url = curl_url_dup(known->parsed);
+        if (!tr->url) {
+            oom(err);
+            return -1;
+        }
+        copy_bounded(tr->host, sizeof tr->host, known->host);
+        tr->loopback_http = known->loopback_http;
+        goto body;
+    }
     tr->url = curl_url();
     if (!tr->url) {
         oom(err);
@@ -588,10 +665,12 @@ int ecurl_transfer_begin(ecurl_transfer *tr, const ecurl_config *cfg, const ecur
         }
         tr->loopback_http = 1;
     }
+    url_remember(cfg->urls, req->url, ulen, tr->url, host, tr->loopback_http);
     curl_free(scheme);
     curl_free(host);
     scheme = host = NULL;
 
+body:
     if (req->body) {
         if (method_is(tr, "HEAD")) {
             ecurl_error_set(err, ECURL_KIND_CONFIG, -1, "a HEAD request cannot have a body");
@@ -621,21 +700,25 @@ fail:
     return -1;
 }
 
+/* Compares lengths first: most names differ in length, and the literal's is known. */
+#define NAME_IS(name, nlen, lit) ((nlen) == sizeof(lit) - 1 && ascii_ieq(name, nlen, lit))
+
 int ecurl_transfer_add_header(ecurl_transfer *tr, const char *name, size_t nlen, const char *value,
                               size_t vlen, ecurl_error *err)
 {
-    strbuf_t line;
+    /* Every header the SDK sends fits here; a longer line goes through the heap. */
+    char small[512], *line = small, shown[72];
+    size_t need = nlen + 2 + vlen + 1;
     struct curl_slist *list;
-    char shown[72];
-    int rc;
 
-    printable_copy(shown, sizeof shown, name, nlen);
     if (!is_token(name, nlen)) {
+        printable_copy(shown, sizeof shown, name, nlen);
         ecurl_error_set(err, ECURL_KIND_CONFIG, -1,
                         "invalid header name '%s': must be an RFC 9110 token", shown);
         return -1;
     }
     if (!ecurl_valid_field_value(value, vlen)) {
+        printable_copy(shown, sizeof shown, name, nlen);
         ecurl_error_set(err, ECURL_KIND_CONFIG, -1,
                         "invalid value for header '%s': contains CR, LF, NUL or another "
                         "control character",
@@ -648,37 +731,44 @@ int ecurl_transfer_add_header(ecurl_transfer *tr, const char *name, size_t nlen,
      * The same four names endaoment.partner.net.RESERVED_HEADERS refuses at
      * call time, and the nginx transport refuses too.
      */
-    if (ascii_ieq(name, nlen, "content-length") || ascii_ieq(name, nlen, "transfer-encoding") ||
-        ascii_ieq(name, nlen, "host") || ascii_ieq(name, nlen, "connection")) {
+    if (NAME_IS(name, nlen, "content-length") || NAME_IS(name, nlen, "transfer-encoding") ||
+        NAME_IS(name, nlen, "host") || NAME_IS(name, nlen, "connection")) {
+        printable_copy(shown, sizeof shown, name, nlen);
         ecurl_error_set(err, ECURL_KIND_CONFIG, -1,
                         "header '%s' is set by the transport and cannot be given", shown);
         return -1;
     }
-    if (ascii_ieq(name, nlen, "accept"))
+    if (NAME_IS(name, nlen, "accept"))
         tr->gave_accept = 1;
-    else if (ascii_ieq(name, nlen, "expect"))
+    else if (NAME_IS(name, nlen, "expect"))
         tr->gave_expect = 1;
-    else if (ascii_ieq(name, nlen, "user-agent"))
+    else if (NAME_IS(name, nlen, "user-agent"))
         tr->gave_user_agent = 1;
-    else if (ascii_ieq(name, nlen, "content-type"))
+    else if (NAME_IS(name, nlen, "content-type"))
         tr->gave_content_type = 1;
 
-    strbuf_init(&line);
-    rc = strbuf_append(&line, name, nlen);
-    /* "Name;" is libcurl's spelling of an empty header; "Name:" would remove it. */
-    if (rc == STRBUF_OK && vlen == 0)
-        rc = strbuf_putc(&line, ';');
-    if (rc == STRBUF_OK && vlen > 0)
-        rc = strbuf_append(&line, ": ", 2);
-    if (rc == STRBUF_OK && vlen > 0)
-        rc = strbuf_append(&line, value, vlen);
-    if (rc != STRBUF_OK || strbuf_cstr(&line) == NULL) {
-        strbuf_free(&line);
-        oom(err);
-        return -1;
+    if (need > sizeof small) {
+        line = (char *)malloc(need);
+        if (!line) {
+            oom(err);
+            return -1;
+        }
     }
-    list = curl_slist_append(tr->headers, line.data);
-    strbuf_free(&line);
+    memcpy(line, name, nlen);
+    if (vlen == 0) {
+        /* "Name;" is libcurl's spelling of an empty header; "Name:" would remove it. */
+        line[nlen] = ';';
+        line[nlen + 1] = '\0';
+    } else {
+        line[nlen] = ':';
+        line[nlen + 1] = ' ';
+        memcpy(line + nlen + 2, value, vlen);
+        line[nlen + 2 + vlen] = '\0';
+    }
+    /* libcurl copies the line. */
+    list = curl_slist_append(tr->headers, line);
+    if (line != small)
+        free(line);
     if (!list) {
         oom(err);
         return -1;

@@ -74,6 +74,26 @@ typedef struct {
     char message[ECURL_MESSAGE_MAX];
 } ecurl_error;
 
+/*
+ * The last URLs a config checked, parsed: a client calls the same few URLs
+ * over and over, and libcurl's URL parser was the largest single cost of
+ * starting a request (5.4 k instructions). Only URLs that passed every
+ * check are kept; a transfer gets its own copy (curl_url_dup), so an entry
+ * can be replaced while transfers made from it still run.
+ */
+#define ECURL_URL_CACHE 4
+typedef struct {
+    char *url;
+    size_t len;
+    CURLU *parsed;
+    int loopback_http;
+    char host[ECURL_HOST_MAX];
+} ecurl_url_entry;
+typedef struct {
+    ecurl_url_entry e[ECURL_URL_CACHE];
+    unsigned next; /* the entry replaced next: round robin */
+} ecurl_url_cache;
+
 /* What belongs to the transport rather than to one request. */
 typedef struct {
     const char *ca_file;    /* NULL: libcurl's compiled-in default */
@@ -84,6 +104,7 @@ typedef struct {
     int allow_http_loopback;
     int pipewait; /* multi: wait for a connection that can multiplex (HTTP/2) */
     CURLSH *share; /* NULL allowed */
+    ecurl_url_cache *urls; /* owned; filled by ecurl_transfer_begin */
 } ecurl_config;
 
 typedef struct {

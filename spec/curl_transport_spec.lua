@@ -224,6 +224,33 @@ describe("endaoment.partner.curl", function()
       assert.same({}, logged())
     end)
 
+    it("remembers the URLs it checked, never mixing them up, and never a refused one", function()
+      -- More URLs than the transport keeps parsed (4), in turn: every request
+      -- must reach its own path, whether its parse was kept or not.
+      local paths = {}
+      for i = 1, 6 do paths[i] = "/nowhere/" .. i end
+      paths[7] = "/v1/auth/whoami"
+      local sent = {}
+      for round = 1, 3 do
+        for i = 1, #paths do
+          local p = paths[(i + round) % #paths + 1]
+          local base = (i % 2 == 0) and ("http://localhost:" .. srv.port) or srv.url
+          local res = assert(t:request({ url = base .. p, headers = { ["x-api-key"] = KEY } }))
+          assert.equal(p == "/v1/auth/whoami" and 200 or 404, res.status, p)
+          sent[#sent + 1] = p
+        end
+        -- A URL refused once is refused every time: only accepted ones are kept.
+        for _ = 1, 2 do
+          local res, err = t:request({ url = "http://example.com/v1/auth/whoami" })
+          assert_error(res, err, "config", false)
+          assert.matches("https is required", err.message)
+        end
+      end
+      local got = {}
+      for i, entry in ipairs(logged()) do got[i] = entry.path end
+      assert.same(sent, got)
+    end)
+
     it("allows plain http to localhost", function()
       local res = assert(t:request({ url = "http://localhost:" .. srv.port .. "/v1/auth/whoami",
         headers = { ["x-api-key"] = KEY } }))
