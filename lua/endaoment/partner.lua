@@ -393,7 +393,7 @@ local function transport_error(terr)
 end
 
 -- One finished exchange (or transport failure) -> result, err, meta.
-function Client._finish(_, res, terr, meta)
+local function finish(_, res, terr, meta)
   if not res then
     return nil, transport_error(terr), meta
   end
@@ -430,14 +430,21 @@ function Client._finish(_, res, terr, meta)
   return nil, e, meta
 end
 
+-- finish, send_budget and count_sends are local functions with Client
+-- methods as aliases (the async client calls those): the blocking loop
+-- below calls them without a lookup through the client's metatable.
+Client._finish = finish
+
 -- How many more times a request may go on the wire: the first send and
 -- max_retries more, libcurl's own resends included; once for a write that
 -- must not be resent. Set on req before every exchange (req.max_sends), so
 -- the libcurl transport refuses a resend past it.
-function Client:_send_budget(req, meta)
+local function send_budget(self, req, meta)
   if req.retry_safe == false then return 1 end
-  return math.max(1, self.retry.max_retries + 1 - (meta.attempts or 0))
+  local n = self.retry.max_retries + 1 - (meta.attempts or 0)
+  return n > 1 and n or 1
 end
+Client._send_budget = send_budget
 
 -- After one exchange: counts in meta.attempts every time it put the request
 -- on the wire (res.sends / err.sends: libcurl resends a request by itself
@@ -445,7 +452,7 @@ end
 -- could not connect counts once too), and tells on_retry of each of
 -- libcurl's resends, after the fact (no Lua runs inside libcurl). Returns
 -- meta.attempts.
-function Client:_count_sends(meta, res, terr)
+local function count_sends(self, meta, res, terr)
   local before = meta.attempts or 0
   local n = (res and res.sends) or (terr and terr.sends)
   if type(n) ~= "number" or n < 1 then n = 1 end
@@ -459,6 +466,7 @@ function Client:_count_sends(meta, res, terr)
   end
   return meta.attempts
 end
+Client._count_sends = count_sends
 
 -- After attempt n: ms to wait before the next, or nil to stop. Shared by
 -- the blocking loop below and the async client. A write without an
@@ -476,13 +484,13 @@ function Client:_retry_wait(attempt, res, terr, req)
 end
 
 -- Sends req with the retry policy, blocking (or yielding, under nginx).
-function Client:_send(req, meta)
+local function send(self, req, meta)
   local t0 = wall_ms()
   local res, terr
   while true do
-    req.max_sends = self:_send_budget(req, meta)
+    req.max_sends = send_budget(self, req, meta)
     res, terr = self.transport:request(req)
-    local attempts = self:_count_sends(meta, res, terr)
+    local attempts = count_sends(self, meta, res, terr)
     -- (a success is never retried: no policy to consult)
     if res and res.status >= 200 and res.status < 300 then break end
     local wait = self:_retry_wait(attempts, res, terr, req)
@@ -490,8 +498,9 @@ function Client:_send(req, meta)
     if self.transport.sleep then self.transport:sleep(wait) end
   end
   meta.elapsed_ms = math.floor((wall_ms() - t0) * 10 + 0.5) / 10
-  return self:_finish(res, terr, meta)
+  return finish(self, res, terr, meta)
 end
+Client._send = send
 
 -- The headers of a call without per-call credentials or headers are the
 -- same every time: made once per kind and reused (read-only: a planner that
@@ -684,9 +693,9 @@ local function plan_body(op, spec)
   local n1, n2 = spec.natural and spec.natural[1], spec.natural and spec.natural[2]
   local nfield = NATURAL_FIELD[op]
   return function(self, body, opts)
+    local plain = opts == nil or next(opts) == nil -- the common call: no options to check or apply
     opts = opts or EMPTY
     local meta = new_meta()
-    local plain = next(opts) == nil -- the common call: no options to check or apply
     if not plain then
       local oerr = check_call_opts(opts, spec, op)
       if oerr then return nil, oerr, meta end
@@ -824,7 +833,7 @@ for name, planner in pairs(PLANNERS) do
   Client[name] = function(self, ...)
     local req, meta_or_err, meta = planner(self, ...)
     if not req then return nil, meta_or_err, meta end
-    return self:_send(req, meta_or_err)
+    return send(self, req, meta_or_err)
   end
   -- The twin: the same planner, run on libcurl's multi interface (endaoment.partner.async).
   Client[name .. "_async"] = async.twin(name, planner)
