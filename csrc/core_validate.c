@@ -250,6 +250,8 @@ static int is_leap(int y)
     return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
 }
 
+#define QUOTED (ep_quote(s, len, q, sizeof q), q)
+
 int ep_check_timestamp(const char *s, size_t len, char *msg, size_t cap)
 {
     static const char layout[] = "dddd-dd-ddTdd:dd:dd";
@@ -258,7 +260,7 @@ int ep_check_timestamp(const char *s, size_t len, char *msg, size_t cap)
     size_t i, pos;
     int year, month, day, dim;
 
-    ep_quote(s, len, q, sizeof q);
+    /* The quote is for a message: made on failure only (QUOTED), not for every valid timestamp. */
     if (len < 20)
         goto bad_format;
     for (i = 0; i < 19; i++) {
@@ -272,11 +274,11 @@ int ep_check_timestamp(const char *s, size_t len, char *msg, size_t cap)
         while (pos < len && is_digit((unsigned char)s[pos]))
             pos++;
         if (pos == start || pos - start > 9)
-            return fail(msg, cap, "must have 1-9 fractional second digits (got %s)", q);
+            return fail(msg, cap, "must have 1-9 fractional second digits (got %s)", QUOTED);
     }
     if (pos >= len || s[pos] != 'Z') {
         if (pos < len && (s[pos] == '+' || s[pos] == '-'))
-            return fail(msg, cap, "must be in UTC, ending in \"Z\" (got %s)", q);
+            return fail(msg, cap, "must be in UTC, ending in \"Z\" (got %s)", QUOTED);
         goto bad_format;
     }
     if (pos + 1 != len)
@@ -286,17 +288,19 @@ int ep_check_timestamp(const char *s, size_t len, char *msg, size_t cap)
     month = two(s + 5);
     day = two(s + 8);
     if (month < 1 || month > 12)
-        return fail(msg, cap, "must be a real calendar date (month %02d in %s)", month, q);
+        return fail(msg, cap, "must be a real calendar date (month %02d in %s)", month, QUOTED);
     dim = mdays[month - 1] + (month == 2 && is_leap(year));
     if (day < 1 || day > dim)
-        return fail(msg, cap, "must be a real calendar date (day %02d in %s)", day, q);
+        return fail(msg, cap, "must be a real calendar date (day %02d in %s)", day, QUOTED);
     if (two(s + 11) > 23 || two(s + 14) > 59 || two(s + 17) > 59)
-        return fail(msg, cap, "must have a time of day between 00:00:00 and 23:59:59 (got %s)", q);
+        return fail(msg, cap, "must have a time of day between 00:00:00 and 23:59:59 (got %s)", QUOTED);
     return 0;
 
 bad_format:
-    return fail(msg, cap, "must be an ISO-8601 UTC timestamp like \"2026-05-04T14:32:01.000Z\" (got %s)", q);
+    return fail(msg, cap, "must be an ISO-8601 UTC timestamp like \"2026-05-04T14:32:01.000Z\" (got %s)", QUOTED);
 }
+
+#undef QUOTED
 
 int ep_check_email(const char *s, size_t len, char *msg, size_t cap)
 {
