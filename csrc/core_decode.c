@@ -35,8 +35,30 @@
 #define PENDING_MAX 32
 #define PRESIZE_DEPTH 8
 
+/*
+ * Object keys seen before, as Lua strings: the answers of one API repeat the
+ * same few dozen field names, and making a short Lua string (hashing it and
+ * looking it up in the interning table) was the largest Lua cost of a call
+ * (about 290 instructions a string). A key found here is pushed from a table
+ * instead. Only keys: values (ids, amounts) rarely repeat between answers.
+ * The strings live in a table in the registry, so the pointers kept here
+ * stay valid (Lua's collector does not move strings); an entry is replaced
+ * when another key falls in its slot.
+ */
+#define KEY_SLOTS 256
+#define KEY_MAX 40 /* LUAI_MAXSHORTLEN: longer strings are not interned anyway */
+typedef struct {
+    const char *p[KEY_SLOTS];
+    unsigned char len[KEY_SLOTS];
+} keycache_t;
+
+/* The registry key of the cache's table (its address is unique to this module). */
+static const char KEYCACHE = 'k';
+
 typedef struct {
     lua_State *L;
+    keycache_t *kc; /* NULL: no cache (could not be made) */
+    int kci;        /* stack index of its table */
     const unsigned char *start, *p, *end;
     char *scratch; /* NULL until a string needs unescaping */
     int depth;
@@ -141,21 +163,60 @@ static const unsigned char STOP[256] = {
     ['"'] = 1, ['\\'] = 1,
 };
 
-/* At the opening quote: pushes the string. */
-static int string(dec_t *d)
+#define ONES ((uint64_t)0x0101010101010101u)
+#define HIGHS ((uint64_t)0x8080808080808080u)
+
+/* Pushes a key that has no escape: from the cache, or made and kept there. */
+static void push_key(dec_t *d, const unsigned char *s, size_t len)
+{
+    keycache_t *kc = d->kc;
+    unsigned slot;
+
+    if (!kc || len > KEY_MAX || len == 0) {
+        lua_pushlstring(d->L, (const char *)s, len);
+        return;
+    }
+    slot = ((unsigned)len * 31u + s[0] * 7u + s[len - 1] * 3u + s[len / 2]) % KEY_SLOTS;
+    if (kc->len[slot] == len && memcmp(kc->p[slot], s, len) == 0) {
+        lua_rawgeti(d->L, d->kci, (int)slot + 1);
+        return;
+    }
+    lua_pushlstring(d->L, (const char *)s, len);
+    lua_pushvalue(d->L, -1);
+    lua_rawseti(d->L, d->kci, (int)slot + 1);
+    kc->p[slot] = lua_tostring(d->L, -1);
+    kc->len[slot] = (unsigned char)len;
+}
+
+/* At the opening quote: pushes the string (an object key: is_key). */
+static int string(dec_t *d, int is_key)
 {
     const unsigned char *s = ++d->p, *p = s;
     char *o, *o0;
 
     /*
-     * The common case: no escape, pushed straight from the input. A Lua
-     * string always has a NUL after its last byte, and NUL stops the scan,
-     * so the loop needs no bounds test.
+     * The common case: no escape, pushed straight from the input. Eight
+     * bytes at a time while none of them can end the run (no '"', '\\' or
+     * byte below 0x20: the classic has-zero-byte tests); then byte by byte.
+     * A Lua string always has a NUL after its last byte, and NUL stops the
+     * bytewise scan, so that loop needs no bounds test.
      */
+    while (d->end - p >= 8) {
+        uint64_t w, q, b;
+        memcpy(&w, p, 8);
+        q = w ^ (ONES * '"');
+        b = w ^ (ONES * '\\');
+        if (((q - ONES) & ~q & HIGHS) | ((b - ONES) & ~b & HIGHS) | ((w - ONES * 0x20) & ~w & HIGHS))
+            break;
+        p += 8;
+    }
     while (!STOP[*p])
         p++;
     if (p < d->end && *p == '"') {
-        lua_pushlstring(d->L, (const char *)s, (size_t)(p - s));
+        if (is_key)
+            push_key(d, s, (size_t)(p - s));
+        else
+            lua_pushlstring(d->L, (const char *)s, (size_t)(p - s));
         d->p = p + 1;
         return 0;
     }
@@ -362,7 +423,7 @@ static int container(dec_t *d, int is_array)
         if (!is_array) {
             if (d->p >= d->end || *d->p != '"')
                 return fail_found(d, "a string key");
-            if (string(d) != 0)
+            if (string(d, 1) != 0)
                 return -1;
             skip_ws(d);
             if (d->p >= d->end || *d->p != ':')
@@ -411,7 +472,7 @@ static int value(dec_t *d)
     case '[':
         return container(d, 1);
     case '"':
-        return string(d);
+        return string(d, 0);
     case 't':
         if (literal(d, "true", 4) != 0)
             return -1;
@@ -435,6 +496,34 @@ static int value(dec_t *d)
     }
 }
 
+/*
+ * Pushes the key cache's table and returns its C part, made on first use:
+ * the table holds the strings at 1..KEY_SLOTS and the keycache_t userdata
+ * at KEY_SLOTS + 1. NULL if it cannot be made (the table is pushed anyway).
+ */
+static keycache_t *keycache(lua_State *L)
+{
+    keycache_t *kc;
+
+    lua_pushlightuserdata(L, (void *)&KEYCACHE);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_istable(L, -1)) {
+        lua_rawgeti(L, -1, KEY_SLOTS + 1);
+        kc = (keycache_t *)lua_touserdata(L, -1);
+        lua_pop(L, 1);
+        return kc;
+    }
+    lua_pop(L, 1);
+    lua_createtable(L, KEY_SLOTS + 1, 0);
+    kc = (keycache_t *)lua_newuserdata(L, sizeof *kc);
+    memset(kc, 0, sizeof *kc);
+    lua_rawseti(L, -2, KEY_SLOTS + 1);
+    lua_pushlightuserdata(L, (void *)&KEYCACHE);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    return kc;
+}
+
 /* core.decode(s): value, or nil and a message. */
 int ep_l_decode(lua_State *L)
 {
@@ -445,6 +534,8 @@ int ep_l_decode(lua_State *L)
     lua_settop(L, 1);
     lua_pushnil(L); /* slot 2: the scratch buffer, once one is needed */
     d.L = L;
+    d.kc = keycache(L); /* slot 3: its table */
+    d.kci = 3;
     d.start = d.p = (const unsigned char *)s;
     d.end = d.start + len;
     d.scratch = NULL;
@@ -457,7 +548,7 @@ int ep_l_decode(lua_State *L)
             return 1;
         fail_found(&d, "the end");
     }
-    lua_settop(L, 2);
+    lua_settop(L, 3);
     lua_pushnil(L);
     lua_pushstring(L, d.msg);
     return 2;

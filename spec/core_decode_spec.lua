@@ -127,6 +127,33 @@ describe("core.decode", function()
     assert.are.equal(79, t.k39)
   end)
 
+  it("gives every key its own string when keys share a slot of the key cache", function()
+    -- 256 slots; thousands of keys of every length up to past the 40 bytes
+    -- it keeps, many of them alike, so slots are shared and entries replaced.
+    math.randomseed(11)
+    local keys = {}
+    for i = 1, 4000 do
+      local n = math.random(1, 44)
+      local t = {}
+      for j = 1, n do t[j] = string.char(math.random(97, 100)) end
+      if i % 3 == 0 then t[1] = "a"; t[n] = "a" end
+      keys[i] = table.concat(t)
+    end
+    for round = 1, 2 do
+      for i, k in ipairs(keys) do
+        local t = assert(core.decode('{"' .. k .. '":' .. i .. ',"id":' .. round .. '}'))
+        local got = {}
+        for name in pairs(t) do got[#got + 1] = name end
+        table.sort(got)
+        local want = { k, "id" }
+        table.sort(want)
+        if k == "id" then want = { "id" } end
+        assert.same(want, got)
+        if k ~= "id" then assert.equal(i, t[k]) end
+      end
+    end
+  end)
+
   it("decodes wide containers beyond the presized ones, at every depth", function()
     local items = {}
     for i = 1, 100 do items[i] = tostring(i) end
