@@ -533,6 +533,8 @@ static int l_request(lua_State *L)
      */
     if (ecurl_lua_read_request(L, 2, &req, &base, &err) != 0)
         return ecurl_lua_push_error(L, &err, -1, -1);
+    /* The body string stays on this stack until the transfer has ended: lent, not copied. */
+    req.body_lent = 1;
     /*
      * Reading ran Lua (__index, finalizers), which may have closed the
      * transport; nothing has been allocated yet, so there is nothing to free.

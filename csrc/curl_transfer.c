@@ -493,6 +493,8 @@ void ecurl_transfer_release(ecurl_transfer *tr)
         tr->url = NULL;
     }
     strbuf_free(&tr->req_body);
+    tr->send = NULL;
+    tr->send_len = 0;
     strbuf_free(&tr->body);
     strbuf_free(&tr->head);
     tr->head_seen = 0;
@@ -682,10 +684,17 @@ body:
          * empty body a valid pointer (libcurl treats NULL as "use a read
          * callback").
          */
-        if (strbuf_append(&tr->req_body, req->body, req->body_len) != STRBUF_OK ||
-            strbuf_cstr(&tr->req_body) == NULL) {
-            oom(err);
-            return -1;
+        if (req->body_lent) {
+            tr->send = req->body;
+            tr->send_len = req->body_len;
+        } else {
+            if (strbuf_append(&tr->req_body, req->body, req->body_len) != STRBUF_OK ||
+                strbuf_cstr(&tr->req_body) == NULL) {
+                oom(err);
+                return -1;
+            }
+            tr->send = tr->req_body.data;
+            tr->send_len = tr->req_body.len;
         }
         tr->has_body = 1;
     }
@@ -890,8 +899,8 @@ int ecurl_transfer_setup(ecurl_transfer *tr, CURL *easy, const ecurl_config *cfg
                          (method_is(tr, "POST") || method_is(tr, "PUT") || method_is(tr, "PATCH"));
         if (tr->has_body || empty_body) {
             /* Size first: setting it after POSTFIELDS can drop the pointer. */
-            SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(tr->has_body ? tr->req_body.len : 0));
-            SET(CURLOPT_POSTFIELDS, tr->has_body ? tr->req_body.data : "");
+            SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(tr->has_body ? tr->send_len : 0));
+            SET(CURLOPT_POSTFIELDS, tr->has_body ? tr->send : "");
         }
         if (!method_is(tr, "POST"))
             SET(CURLOPT_CUSTOMREQUEST, tr->method);

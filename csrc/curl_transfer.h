@@ -116,6 +116,13 @@ typedef struct {
     long connect_timeout_ms;
     long max_sends; /* most times on the wire, libcurl's own resends included; 0: no limit */
     int no_resend;  /* never resend: a fresh connection, closed afterwards, and max_sends 1 */
+    /*
+     * The body outlives the transfer (the blocking transport: the Lua string
+     * stays on the stack until the request returns), so it is lent to
+     * libcurl instead of copied. 0: copied (the multi engine's requests
+     * outlive the call that made them).
+     */
+    int body_lent;
 } ecurl_request;
 
 /* Why a callback stopped the transfer (libcurl then reports CURLE_WRITE_ERROR). */
@@ -125,7 +132,9 @@ typedef struct ecurl_transfer {
     CURL *easy; /* borrowed while set up; the owner cleans it up */
     CURLU *url;
     struct curl_slist *headers;
-    strbuf_t req_body;
+    strbuf_t req_body;   /* the copy of the body, unless it is lent */
+    const char *send;    /* the body libcurl sends: req_body.data or the lent bytes */
+    size_t send_len;
     strbuf_t body;
     strbuf_t head; /* "name:value\n" lines of the latest response only */
     size_t head_seen;
