@@ -4,7 +4,8 @@
 # temporary prefix and always stops them. See bench/README.md.
 #
 # Environment: LUA (lua5.4), BUILD (build/$LUA), NGINX (nginx), CC (gcc),
-# REPS (30: sequential repetitions), SECONDS_PER_REP (0.3); for the journey
+# REPS (30: sequential repetitions), SECONDS_PER_REP (0.3), KEEP_RESULTS (a file to
+# keep the raw measurements in); for the journey
 # figures JOURNEYS, JOURNEYS_BIG, JOURNEY_LATENCY_MS, JOURNEY_MEM_LATENCY_MS,
 # JOURNEY_REPS (bench/journeys.lua); SKIP_JOURNEYS=1 leaves them out.
 set -eu
@@ -34,6 +35,8 @@ cleanup() {
   for p in $PIDS; do
     wait "$p" 2>/dev/null || true
   done
+  # KEEP_RESULTS=FILE keeps every raw measurement (one line each) for a closer look.
+  if [ -n "${KEEP_RESULTS:-}" ] && [ -f "$TMP/results" ]; then cp "$TMP/results" "$KEEP_RESULTS"; fi
   rm -rf "$TMP"
 }
 trap cleanup EXIT
