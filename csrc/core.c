@@ -495,5 +495,7 @@ EPARTNER_EXPORT int luaopen_endaoment_partner_core(lua_State *L)
     lua_setfield(L, m, "version");
     lua_pushliteral(L, EP_DEFAULT_KEY_NAMESPACE);
     lua_setfield(L, m, "DEFAULT_KEY_NAMESPACE");
+    lua_pushstring(L, ep_sha256_impl());
+    lua_setfield(L, m, "sha256_impl");
     return 1;
 }

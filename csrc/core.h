@@ -145,6 +145,7 @@ void ep_derive_key(const char ns[36], const char *op, size_t oplen, const char *
 int ep_l_sha256_hex(lua_State *L);
 int ep_l_derive_key(lua_State *L);
 int ep_l_derive_natural(lua_State *L);
+const char *ep_sha256_impl(void);
 /* core_decode.c */
 int ep_l_decode(lua_State *L);
 

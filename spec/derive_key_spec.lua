@@ -308,3 +308,40 @@ describe("core.derive_natural", function()
     assert.has_error(function() core.derive_natural(NS, "op", body, 1) end)
   end)
 end)
+
+describe("SHA-256 on the x86 SHA extensions", function()
+  -- Every length from 0 to 300 (one to six blocks, each padding edge) and a
+  -- set of derived keys, as text: run here and in a process made to keep
+  -- the portable C version; the two must be the same, byte for byte.
+  local CODE = [[
+    local core = require "endaoment.partner.core"
+    local out = { core.sha256_impl }
+    for n = 0, 300 do
+      local t = {}
+      for i = 1, n do t[i] = string.char((i * 7 + n) % 256) end
+      out[#out + 1] = core.sha256_hex(table.concat(t))
+    end
+    for i = 1, 50 do
+      out[#out + 1] = core.derive_key(core.DEFAULT_KEY_NAMESPACE, "submit_grant", "journal-" .. string.rep("x", i))
+    end
+    return table.concat(out, "\n")
+  ]]
+
+  it("gives the portable C version's hashes and keys, and is used where the CPU has it", function()
+    local here = assert((loadstring or load)(CODE))()
+    local interp = type(jit) == "table" and "luajit" or "lua5.4"
+    local f = assert(io.popen("EPARTNER_SHA256=portable " .. interp .. " -e 'io.write((load or loadstring)(" ..
+      string.format("%q", CODE):gsub("\\\n", "\\n"):gsub("'", "'\\''") .. ")())' 2>&1"))
+    local there = f:read("*a")
+    f:close()
+    local impl_here, rest_here = here:match("^([^\n]*)\n(.*)$")
+    local impl_there, rest_there = there:match("^([^\n]*)\n(.*)$")
+    assert.equal("portable", impl_there, there:sub(1, 200))
+    assert.equal(rest_there, rest_here)
+    -- The extensions are used where the CPU has them (valgrind's CPU has none).
+    local flags = read_file("/proc/cpuinfo")
+    if flags:find("%f[%w]sha_ni%f[%W]") and not SLOW then
+      assert.equal("sha-ni", impl_here)
+    end
+  end)
+end)

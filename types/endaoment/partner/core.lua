@@ -9,6 +9,7 @@
 ---@field Error table the metatable of error objects (__tostring, __name "endaoment.partner.Error")
 ---@field array_mt table set on an empty table to encode it as [] instead of {}
 ---@field DEFAULT_KEY_NAMESPACE string the UUID mixed into derived idempotency keys by default
+---@field sha256_impl string "sha-ni" (x86 SHA extensions) or "portable": SHA-256's block function here
 local core = {}
 
 ---A random UUID v4 (libuuid).
