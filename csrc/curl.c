@@ -112,7 +112,8 @@ static void transport_close(transport_t *t)
     if (t->closed)
         return;
     t->closed = 1;
-    /* The transfer first: it resets the easy handle it points into. */
+    /* The transfer first: it resets the easy handle it points into. Its kept buffers go too. */
+    t->tr.keep_buffers = 0;
     ecurl_transfer_release(&t->tr);
     if (t->multi) {
         curl_multi_cleanup(t->multi);
@@ -244,6 +245,8 @@ static int l_new(lua_State *L)
     t = (transport_t *)lua_newuserdata(L, sizeof *t);
     memset(t, 0, sizeof *t);
     ecurl_transfer_init(&t->tr);
+    /* One request after another in t->tr: the answer's buffers are reused (transport_close frees them). */
+    t->tr.keep_buffers = 1;
     luaL_getmetatable(L, TRANSPORT_MT);
     lua_setmetatable(L, -2);
 

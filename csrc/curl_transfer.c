@@ -495,8 +495,14 @@ void ecurl_transfer_release(ecurl_transfer *tr)
     strbuf_free(&tr->req_body);
     tr->send = NULL;
     tr->send_len = 0;
-    strbuf_free(&tr->body);
-    strbuf_free(&tr->head);
+    if (tr->keep_buffers && tr->body.cap <= ECURL_KEEP_BUFFER_MAX)
+        strbuf_reset(&tr->body);
+    else
+        strbuf_free(&tr->body);
+    if (tr->keep_buffers && tr->head.cap <= ECURL_KEEP_BUFFER_MAX)
+        strbuf_reset(&tr->head);
+    else
+        strbuf_free(&tr->head);
     tr->head_seen = 0;
     tr->stop = ECURL_STOP_NONE;
     tr->has_body = 0;

@@ -45,6 +45,7 @@
 #define ECURL_MAXAGE_CONN 30L
 #define ECURL_HOST_MAX 256
 #define ECURL_MESSAGE_MAX (CURL_ERROR_SIZE + 512)
+#define ECURL_KEEP_BUFFER_MAX (64 * 1024)
 /* Proxy URLs and no-proxy lists: longer ones are refused. */
 #define ECURL_PROXY_MAX 2048
 
@@ -137,6 +138,14 @@ typedef struct ecurl_transfer {
     size_t send_len;
     strbuf_t body;
     strbuf_t head; /* "name:value\n" lines of the latest response only */
+    /*
+     * Set by an owner that runs one transfer after another in this struct
+     * (the blocking transport): release empties the answer's buffers
+     * instead of freeing them, up to ECURL_KEEP_BUFFER_MAX each, so the
+     * next answer is written into memory already allocated and in cache.
+     * Cleared before the last release.
+     */
+    int keep_buffers;
     size_t head_seen;
     size_t max_body;
     int stop;

@@ -455,6 +455,19 @@ describe("endaoment.partner.curl", function()
       assert.equal("chunked", res.headers["transfer-encoding"])
     end)
 
+    it("gives each answer only its own bytes and headers, whatever came before on the transport", function()
+      -- The transport reuses its answer buffers (up to 64 KiB each) from one request to the next:
+      -- small after large, large after small, each body whole and nothing of the one before.
+      for _, n in ipairs({ 10, 300000, 7, 70000, 65536, 3, 1000 }) do
+        local res = assert(t:request({ url = raw.url .. "/chunked/" .. n }))
+        assert.equal(string.rep("x", n), res.body)
+        assert.equal("chunked", res.headers["transfer-encoding"])
+        local echo = assert(t:request({ url = raw.url .. "/echo" }))
+        assert.matches("^GET /echo HTTP/1.1", echo.body)
+        assert.is_nil(echo.headers["transfer-encoding"])
+      end
+    end)
+
     it("returns only the final response's headers, joined and trimmed", function()
       local res = assert(t:request({ url = raw.url .. "/interim" }))
       assert.equal(200, res.status)
