@@ -3,7 +3,7 @@
  * decodes it (objects and arrays as plain tables, every number a double,
  * null as the lightuserdata NULL), but strict RFC 8259 and built for the hot
  * path: every call decodes one answer, and lua-cjson took a third of the
- * SDK's own time per call (bench/README.md). Two things make it cheaper:
+ * SDK's own time per call (bench/README.md). Three things make it cheaper:
  *
  *  - Tables are created at their final size. The members of a small object
  *    or array wait on the Lua stack until it closes, so a table is never
@@ -13,6 +13,8 @@
  *    escapes is unescaped into a scratch buffer that is a userdata (the
  *    collector owns it, so an out-of-memory raise in the middle leaks
  *    nothing) and at most as long as the input.
+ *  - Object keys come from a cache of the Lua strings of keys seen before
+ *    (below), instead of being interned again.
  *
  * Bad JSON returns nil and a message naming the character; nothing raises
  * but out-of-memory.
@@ -57,7 +59,7 @@ static const char KEYCACHE = 'k';
 
 typedef struct {
     lua_State *L;
-    keycache_t *kc; /* NULL: no cache (could not be made) */
+    keycache_t *kc; /* NULL: the registry's entry is not a cache (then keys are made as values are) */
     int kci;        /* stack index of its table */
     const unsigned char *start, *p, *end;
     char *scratch; /* NULL until a string needs unescaping */
