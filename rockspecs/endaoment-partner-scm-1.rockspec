@@ -34,8 +34,8 @@ build = {
   type = "builtin",
   modules = {
     ["endaoment.partner.core"] = {
-      sources = { "csrc/core.c", "csrc/core_json.c", "csrc/core_prepare.c", "csrc/core_sha256.c", "csrc/core_utf8.c",
-        "csrc/core_validate.c", "csrc/strbuf.c", "csrc/compat.c" },
+      sources = { "csrc/core.c", "csrc/core_decode.c", "csrc/core_json.c", "csrc/core_prepare.c", "csrc/core_sha256.c",
+        "csrc/core_utf8.c", "csrc/core_validate.c", "csrc/strbuf.c", "csrc/compat.c" },
       defines = { "_POSIX_C_SOURCE=200809L" },
       incdirs = { "csrc", "$(UUID_INCDIR)" },
       libdirs = { "$(UUID_LIBDIR)" },

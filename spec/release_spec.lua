@@ -108,6 +108,20 @@ describe("release", function()
         assert(read(m), name .. ": no " .. m)
       end
     end
+    -- Every C file the Makefile builds into a module (csrc/core*.c, csrc/curl*.c: wildcards
+    -- there) is a source of that module here, or the rock does not link.
+    for prefix, name in pairs({ core = "endaoment.partner.core", curl = "endaoment.partner.curl" }) do
+      local listed = {}
+      for _, src in ipairs(modules[name].sources) do listed[src] = true end
+      local f = io.popen("ls csrc/" .. prefix .. "*.c")
+      local count = 0
+      for src in f:lines() do
+        assert(listed[src], src .. " is built by the Makefile but is not a source of " .. name .. " in " .. SCM)
+        count = count + 1
+      end
+      f:close()
+      assert.is_true(count >= 3)
+    end
     -- The CLI's own dependency.
     local deps = table.concat(rockspec(SCM).dependencies, " ")
     assert.matches("argparse", deps, 1, true)
