@@ -290,6 +290,21 @@ static int string(dec_t *d, int is_key)
     return 0;
 }
 
+/* Past one or more digits at *pp, or a refusal that names what was expected there. */
+static int digit_run(dec_t *d, const unsigned char **pp, const char *what)
+{
+    const unsigned char *p = *pp;
+
+    if (p >= d->end || *p < '0' || *p > '9') {
+        d->p = p;
+        return fail_found(d, what);
+    }
+    while (p < d->end && *p >= '0' && *p <= '9')
+        p++;
+    *pp = p;
+    return 0;
+}
+
 /* Every JSON number becomes a double, as lua-cjson 2.1.0 gives them. */
 static int number(dec_t *d)
 {
@@ -316,24 +331,16 @@ static int number(dec_t *d)
     if (p < d->end && *p == '.') {
         simple = 0;
         p++;
-        if (p >= d->end || *p < '0' || *p > '9') {
-            d->p = p;
-            return fail_found(d, "a digit after '.'");
-        }
-        while (p < d->end && *p >= '0' && *p <= '9')
-            p++;
+        if (digit_run(d, &p, "a digit after '.'") != 0)
+            return -1;
     }
     if (p < d->end && (*p == 'e' || *p == 'E')) {
         simple = 0;
         p++;
         if (p < d->end && (*p == '+' || *p == '-'))
             p++;
-        if (p >= d->end || *p < '0' || *p > '9') {
-            d->p = p;
-            return fail_found(d, "a digit in the exponent");
-        }
-        while (p < d->end && *p >= '0' && *p <= '9')
-            p++;
+        if (digit_run(d, &p, "a digit in the exponent") != 0)
+            return -1;
     }
     d->p = p;
     /* 15 digits stay below 2^53, where the sum above is exact: what strtod gives. */

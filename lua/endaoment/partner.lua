@@ -66,22 +66,21 @@ end
 -- leave something in it for the next call.
 local EMPTY = setmetatable({}, { __newindex = function() error("endaoment.partner: EMPTY is read-only", 2) end })
 
--- The natural id of a body for op, or nil (absent, not a usable string).
+-- The longest natural id a key is derived from (the core's bound).
 local MAX_NATURAL_ID = 1024
 -- "inboundCustodianTransfer.partnerFundingTransferId": made once, not per call.
 local NATURAL_FIELD = {}
 for op, spec in pairs(OPS) do
   if spec.natural then NATURAL_FIELD[op] = table.concat(spec.natural, ".") end
 end
+-- The natural id of a body for op, and its field, or nil (absent, not a
+-- usable string). The rule is core.derive_natural's, the planner's one call
+-- for the key; the key it derives on the way is dropped here.
 local function natural_id(op, body)
   local path = OPS[op] and OPS[op].natural
-  if not path or type(body) ~= "table" then return nil end
-  local v = body
-  for i = 1, #path do
-    if type(v) ~= "table" then return nil end
-    v = rawget(v, path[i])
-  end
-  if type(v) ~= "string" or v == "" or #v > MAX_NATURAL_ID or v:find("\0", 1, true) then return nil end
+  if not path then return nil end
+  local _, v = core.derive_natural(core.DEFAULT_KEY_NAMESPACE, op, body, path[1], path[2])
+  if not v then return nil end
   return v, NATURAL_FIELD[op]
 end
 M._natural_id = natural_id
@@ -500,7 +499,6 @@ local function send(self, req, meta)
   meta.elapsed_ms = math.floor((wall_ms() - t0) * 10 + 0.5) / 10
   return finish(self, res, terr, meta)
 end
-Client._send = send
 
 -- The headers of a call without per-call credentials or headers are the
 -- same every time: made once per kind and reused (read-only: a planner that
@@ -688,8 +686,8 @@ local function new_meta()
 end
 
 local function plan_body(op, spec)
-  -- The natural id's path, as arguments of core.derive_natural (which walks
-  -- it as natural_id above does, and derives the key in the same call).
+  -- The natural id's path, as arguments of core.derive_natural (the rule
+  -- natural_id above uses too; it derives the key in the same call).
   local n1, n2 = spec.natural and spec.natural[1], spec.natural and spec.natural[2]
   local nfield = NATURAL_FIELD[op]
   return function(self, body, opts)
